@@ -1,0 +1,192 @@
+"""Building blocks shared by the VQ-VAE and the diffusion UNet.
+
+All blocks are channels-last 3D and written with ``keras.ops``. Upsampling is
+nearest-neighbour resize followed by a convolution: transposed convolutions
+leave checkerboard artifacts at the stride's period.
+"""
+
+import math
+
+from dipy_ext.nn._backend import layers, ops
+
+
+def _groups(channels, groups):
+    """Largest group count <= ``groups`` that divides ``channels``."""
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class ResBlock3D(layers.Layer):
+    """GroupNorm-SiLU-Conv twice, plus a (projected) skip connection.
+
+    With ``time_embedding=True`` the block takes a second input, an embedding
+    vector per sample, projected and added between the two convolutions (how
+    the diffusion UNet learns about the noise level and the conditions).
+    The second convolution starts at zero, so a fresh block is the identity.
+    """
+
+    def __init__(self, channels, *, groups=8, time_embedding=False, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.groups = groups
+        self.time_embedding = time_embedding
+
+    def build(self, input_shape):
+        x_shape = input_shape[0] if self.time_embedding else input_shape
+        in_channels = x_shape[-1]
+        kw = {"dtype": self.dtype_policy}
+        self.norm1 = layers.GroupNormalization(_groups(in_channels, self.groups), **kw)
+        self.conv1 = layers.Conv3D(self.channels, 3, padding="same", **kw)
+        self.norm2 = layers.GroupNormalization(_groups(self.channels, self.groups), **kw)
+        self.conv2 = layers.Conv3D(
+            self.channels, 3, padding="same", kernel_initializer="zeros", **kw
+        )
+        self.norm1.build(x_shape)
+        self.conv1.build(x_shape)
+        out_shape = (*x_shape[:-1], self.channels)
+        self.norm2.build(out_shape)
+        self.conv2.build(out_shape)
+        self.skip = None
+        if in_channels != self.channels:
+            self.skip = layers.Conv3D(self.channels, 1, **kw)
+            self.skip.build(x_shape)
+        if self.time_embedding:
+            self.temb_proj = layers.Dense(self.channels, **kw)
+            self.temb_proj.build(input_shape[1])
+
+    def call(self, inputs):
+        x, temb = inputs if self.time_embedding else (inputs, None)
+        h = self.conv1(ops.silu(self.norm1(x)))
+        if temb is not None:
+            h = h + self.temb_proj(ops.silu(temb))[:, None, None, None, :]
+        h = self.conv2(ops.silu(self.norm2(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+    def compute_output_shape(self, input_shape):
+        x_shape = input_shape[0] if self.time_embedding else input_shape
+        return (*x_shape[:-1], self.channels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "groups": self.groups,
+            "time_embedding": self.time_embedding,
+        }
+
+
+def downsample(channels, *, dtype=None, name=None):
+    """Halve each spatial axis with a stride-2 3x3x3 convolution."""
+    return layers.Conv3D(
+        channels, 3, strides=2, padding="same", dtype=dtype, name=name
+    )
+
+
+class Upsample3D(layers.Layer):
+    """Double each spatial axis: nearest-neighbour resize, then a 3x3x3 conv."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.resize = layers.UpSampling3D(2, dtype=self.dtype_policy)
+        self.conv = layers.Conv3D(channels, 3, padding="same", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        up = (input_shape[0], *(s * 2 for s in input_shape[1:4]), input_shape[4])
+        self.conv.build(up)
+
+    def call(self, x):
+        return self.conv(self.resize(x))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *(s * 2 for s in input_shape[1:4]), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+class Attention3D(layers.Layer):
+    """Multi-head self-attention over all voxels, with a residual connection.
+
+    Scores and softmax are computed in float32 whatever the compute dtype, as
+    bfloat16 softmax over thousands of voxels loses too much precision.
+    """
+
+    def __init__(self, *, num_heads=1, groups=8, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.groups = groups
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % self.num_heads:
+            raise ValueError(
+                f"channels ({channels}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        kw = {"dtype": self.dtype_policy}
+        self.norm = layers.GroupNormalization(_groups(channels, self.groups), **kw)
+        self.qkv = layers.Dense(3 * channels, **kw)
+        self.out = layers.Dense(channels, kernel_initializer="zeros", **kw)
+        self.norm.build(input_shape)
+        self.qkv.build(input_shape)
+        self.out.build(input_shape)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        head_dim = channels // self.num_heads
+        n = shape[1] * shape[2] * shape[3]
+        qkv = ops.reshape(self.qkv(self.norm(x)), (-1, n, 3, self.num_heads, head_dim))
+        q, k, v = (ops.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))
+        scores = ops.matmul(
+            ops.cast(q, "float32"), ops.transpose(ops.cast(k, "float32"), (0, 1, 3, 2))
+        ) / math.sqrt(head_dim)
+        weights = ops.cast(ops.softmax(scores, axis=-1), v.dtype)
+        h = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))
+        h = ops.reshape(h, shape)
+        return x + self.out(h)
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "groups": self.groups}
+
+
+def sinusoidal_embedding(timesteps, dim, *, max_period=10000.0):
+    """Transformer-style sinusoidal embedding of (float) timesteps, ``(N, dim)``."""
+    half = dim // 2
+    freqs = ops.exp(
+        -math.log(max_period) * ops.arange(half, dtype="float32") / float(half)
+    )
+    args = ops.cast(ops.reshape(timesteps, (-1, 1)), "float32") * freqs[None, :]
+    emb = ops.concatenate([ops.cos(args), ops.sin(args)], axis=-1)
+    if dim % 2:
+        emb = ops.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class TimestepEmbedding(layers.Layer):
+    """Sinusoidal embedding of the timestep followed by a two-layer MLP."""
+
+    def __init__(self, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.dense1 = layers.Dense(dim, activation="silu", dtype=self.dtype_policy)
+        self.dense2 = layers.Dense(dim, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        base = max(self.dim // 4, 8)
+        self.dense1.build((None, base))
+        self.dense2.build((None, self.dim))
+
+    def call(self, timesteps):
+        emb = sinusoidal_embedding(timesteps, max(self.dim // 4, 8))
+        return self.dense2(self.dense1(ops.cast(emb, self.compute_dtype)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
+

@@ -1,0 +1,118 @@
+"""One self-describing file per model: JSON metadata + weight arrays (.npz).
+
+The metadata hold the format version, the model kind, its architecture
+config, the preprocessing grid and anything else the model needs (a latent
+scale factor, a noise schedule). Weights are stored per group (``vqvae``,
+``unet``, ...) in the order Keras lists them for that architecture, which the
+config fully determines; shapes are checked on load. An ``.npz`` archive is
+read without pickle, by numpy alone, on any Keras backend.
+"""
+
+import json
+import os
+from pathlib import Path
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_META = "__meta__"
+
+
+def save_model_file(path, *, kind, meta, weights):
+    """Write a model file atomically (temporary file, then rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination (any suffix; ``.npz`` is customary).
+    kind : str
+        Model class name, checked on load.
+    meta : dict
+        JSON-serialisable metadata.
+    weights : dict of str -> list of ndarray
+        Weight arrays per group, in ``model.weights`` order.
+    """
+    path = Path(path)
+    payload = {
+        _META: np.frombuffer(
+            json.dumps({"format_version": FORMAT_VERSION, "kind": kind, **meta}).encode(),
+            dtype=np.uint8,
+        )
+    }
+    for group, arrays in weights.items():
+        for i, array in enumerate(arrays):
+            payload[f"{group}/{i:04d}"] = np.asarray(array)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model_file(path, *, kind):
+    """Read a model file; return ``(meta, weights)`` as given to the writer.
+
+    Raises
+    ------
+    ValueError
+        Missing or unreadable file, not a dipy_ext model, a newer format, or
+        a model of another kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _META not in data.files:
+                raise ValueError("no metadata")
+            meta = json.loads(data[_META].tobytes().decode())
+            groups = {}
+            for name in sorted(n for n in data.files if n != _META):
+                group = name.rsplit("/", 1)[0]
+                groups.setdefault(group, []).append(data[name])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(
+            f"'{path}' is not a readable dipy_ext model file ({e})"
+        ) from e
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"'{path}' has model format version {version}; this dipy_ext reads "
+            f"versions up to {FORMAT_VERSION}: upgrade dipy_ext"
+        )
+    if meta.get("kind") != kind:
+        raise ValueError(f"'{path}' holds a {meta.get('kind')} model, expected {kind}")
+    return meta, groups
+
+
+def model_weights(model):
+    """A Keras model's weights as numpy arrays, in ``model.weights`` order."""
+    return [np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in model.weights]
+
+
+def assign_weights(model, arrays, *, source):
+    """Set a Keras model's weights, checking count and shapes.
+
+    Raises ``ValueError("... do not match the declared model")`` on mismatch,
+    as DIPY's model classes do.
+    """
+    variables = model.weights
+    if len(arrays) != len(variables):
+        raise ValueError(
+            f"weights in {source} do not match the declared model: "
+            f"{len(arrays)} arrays for {len(variables)} variables"
+        )
+    for var, array in zip(variables, arrays):
+        if tuple(var.shape) != tuple(array.shape):
+            raise ValueError(
+                f"weights in {source} do not match the declared model: "
+                f"{var.path} has shape {tuple(var.shape)}, file has {array.shape}"
+            )
+    for var, array in zip(variables, arrays):
+        var.assign(array)

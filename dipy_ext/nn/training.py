@@ -1,0 +1,101 @@
+"""What both models' ``fit`` share: input checks, batches, callbacks."""
+
+from pathlib import Path
+
+import numpy as np
+
+from dipy_ext.nn._backend import keras
+
+
+def as_volume_batch(volumes, shape, *, name="volumes"):
+    """Volumes as a float32 ``(N, X, Y, Z)`` array (a memmap is kept as is).
+
+    Accepts one ``(X, Y, Z)`` volume, an ``(N, X, Y, Z)`` array or a list of
+    volumes. Returns ``(array, single)`` where ``single`` tells that one
+    volume without batch axis was given.
+    """
+    shape = tuple(shape)
+    if isinstance(volumes, (list, tuple)):
+        if not volumes:
+            raise ValueError(f"{name} is empty")
+        volumes = np.stack([np.asarray(v, dtype=np.float32) for v in volumes])
+    if not isinstance(volumes, np.ndarray):
+        raise ValueError(
+            f"{name} should be a numpy array of shape {shape} or (N, *{shape}), "
+            f"got {type(volumes).__name__}"
+        )
+    single = volumes.ndim == len(shape)
+    if single:
+        volumes = volumes[None]
+    if volumes.ndim == len(shape) + 2 and volumes.shape[-1] == 1:
+        volumes = volumes[..., 0]
+    if volumes.shape[1:] != shape or volumes.shape[0] == 0:
+        raise ValueError(
+            f"{name} should have shape {shape} or (N, *{shape}) for this model, "
+            f"got {volumes.shape}"
+        )
+    if not isinstance(volumes, np.memmap):
+        volumes = np.asarray(volumes, dtype=np.float32)
+        if not np.all(np.isfinite(volumes)):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    return volumes, single
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Shuffled batches read from an array or a memory map, channel axis added.
+
+    With a memory map only the current batch is read from disk, so a cohort
+    larger than memory can be trained on. The target is the input itself
+    (auto-encoding) unless ``targets=False``.
+    """
+
+    def __init__(
+        self, data, batch_size, *, shuffle=True, seed=None, flip_axis=None,
+        targets=True
+    ):
+        super().__init__()
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.flip_axis = flip_axis
+        self.targets = targets
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(data))
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self):
+        return int(np.ceil(len(self.data) / self.batch_size))
+
+    def __getitem__(self, index):
+        idx = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        batch = np.asarray(self.data[idx], dtype=np.float32)
+        if self.flip_axis is not None:
+            # left-right flips: a symmetric brain is still a brain
+            flip = self.rng.random(len(batch)) < 0.5
+            batch[flip] = np.flip(batch[flip], axis=self.flip_axis)
+        if batch.ndim == 4:
+            batch = batch[..., None]
+        return (batch, batch) if self.targets else (batch,)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
+    """The user's callbacks plus ours; resume support through BackupAndRestore.
+
+    With ``checkpoint_dir``, Keras' BackupAndRestore saves weights, optimizer
+    state and epoch after each epoch (keeping the previous copy too, in case a
+    kill lands during a save) and restores them when ``fit`` starts again with
+    the same folder: an interrupted run resumes at its last completed epoch.
+    The backup is removed once training completes.
+    """
+    out = list(extra) + list(callbacks or [])
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        out.append(
+            keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
+        )
+    return out

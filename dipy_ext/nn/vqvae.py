@@ -1,0 +1,400 @@
+"""VQVAE3D: compress a 3D volume into a small grid of codebook vectors.
+
+Encoder: a convolution, then per level ``num_res_blocks`` residual blocks
+(GroupNorm + SiLU) and a stride-2 convolution between levels, then a 1x1x1
+convolution to ``embedding_dim`` channels: ``len(channels) - 1`` halvings, so
+``channels=(32, 64, 128)`` gives a latent grid 4x smaller per axis.
+Quantizer: EMA codebook with dead-code restart (``quantizer.py``).
+Decoder: the mirror image, upsampling by nearest resize + convolution.
+"""
+
+import numpy as np
+
+from dipy_ext.nn._backend import dtype_policy, keras, layers, ops
+from dipy_ext.nn.layers import ResBlock3D, Upsample3D, _groups, downsample
+from dipy_ext.nn.model_file import (
+    assign_weights,
+    load_model_file,
+    model_weights,
+    save_model_file,
+)
+from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
+from dipy_ext.nn.training import ArrayBatches, as_volume_batch, training_callbacks
+from dipy_ext.preprocessing import grid_affine
+
+
+def _per_level(value, levels, name):
+    values = (value,) * levels if np.isscalar(value) else tuple(value)
+    if len(values) != levels:
+        raise ValueError(f"{name} should be an int or {levels} ints, got {value}")
+    return tuple(int(v) for v in values)
+
+
+def build_encoder(input_shape, channels, num_res_blocks, embedding_dim, groups, dtype):
+    """Functional encoder: (X, Y, Z, 1) -> (X/f, Y/f, Z/f, embedding_dim)."""
+    x = inputs = keras.Input((*input_shape, 1), name="volume")
+    x = layers.Conv3D(channels[0], 3, padding="same", dtype=dtype)(x)
+    for level, ch in enumerate(channels):
+        for _ in range(num_res_blocks[level]):
+            x = ResBlock3D(ch, groups=groups, dtype=dtype)(x)
+        if level < len(channels) - 1:
+            x = downsample(channels[level + 1], dtype=dtype)(x)
+    x = layers.GroupNormalization(_groups(channels[-1], groups), dtype=dtype)(x)
+    x = layers.Activation("silu", dtype=dtype)(x)
+    z = layers.Conv3D(embedding_dim, 1, dtype="float32", name="to_latent")(x)
+    return keras.Model(inputs, z, name="encoder")
+
+
+def build_decoder(latent_shape, channels, num_res_blocks, embedding_dim, groups, dtype):
+    """Functional decoder: (x, y, z, embedding_dim) -> (X, Y, Z, 1)."""
+    x = inputs = keras.Input((*latent_shape, embedding_dim), name="latent")
+    x = layers.Conv3D(channels[-1], 3, padding="same", dtype=dtype)(x)
+    for level in reversed(range(len(channels))):
+        for _ in range(num_res_blocks[level]):
+            x = ResBlock3D(channels[level], groups=groups, dtype=dtype)(x)
+        if level > 0:
+            x = Upsample3D(channels[level - 1], dtype=dtype)(x)
+    x = layers.GroupNormalization(_groups(channels[0], groups), dtype=dtype)(x)
+    x = layers.Activation("silu", dtype=dtype)(x)
+    out = layers.Conv3D(1, 3, padding="same", dtype="float32", name="to_volume")(x)
+    return keras.Model(inputs, out, name="decoder")
+
+
+class VQVAENetwork(keras.Model):
+    """encoder -> quantizer -> decoder; the commitment loss is added in call."""
+
+    def __init__(self, encoder, quantizer, decoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+
+    def call(self, x, training=False):
+        z = self.encoder(x, training=training)
+        q, _ = self.quantizer(z, training=training)
+        return self.decoder(q, training=training)
+
+
+def reconstruction_loss(kind="l1", background_weight=1.0, threshold=1e-3):
+    """Per-sample L1/L2 error, background voxels (target < threshold) weighted."""
+    if kind not in ("l1", "l2"):
+        raise ValueError(f"loss should be 'l1' or 'l2', got {kind!r}")
+
+    def loss(y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        err = y_true - ops.cast(y_pred, "float32")
+        err = ops.abs(err) if kind == "l1" else err**2
+        if background_weight != 1.0:
+            err = err * ops.where(y_true > threshold, 1.0, background_weight)
+        return ops.mean(err, axis=(1, 2, 3, 4))
+
+    loss.__name__ = f"{kind}_reconstruction"
+    return loss
+
+
+class VQVAE3D:
+    """3D VQ-VAE with an EMA codebook, for volumes on a fixed model grid."""
+
+    def __init__(
+        self,
+        *,
+        input_shape=(64, 64, 64),
+        channels=(32, 64, 128),
+        num_res_blocks=2,
+        num_embeddings=512,
+        embedding_dim=8,
+        commitment_cost=0.25,
+        decay=0.99,
+        dead_code_threshold=1.0,
+        groups=8,
+        loss="l1",
+        background_weight=1.0,
+        affine=None,
+        mixed_precision=False,
+        seed=None,
+        verbose=False,
+    ):
+        """Build the model.
+
+        Parameters
+        ----------
+        input_shape : tuple of 3 int, optional
+            Model grid shape; each axis divisible by ``2 ** (len(channels) - 1)``.
+        channels : tuple of int, optional
+            Channels per level; ``len(channels) - 1`` downsamplings by 2.
+        num_res_blocks : int or tuple of int, optional
+            Residual blocks per level (one value, or one per level).
+        num_embeddings : int, optional
+            Codebook size.
+        embedding_dim : int, optional
+            Latent channels (length of a code).
+        commitment_cost : float, optional
+            Weight of the commitment loss.
+        decay : float, optional
+            EMA decay of the codebook.
+        dead_code_threshold : float, optional
+            Codes whose EMA count per batch falls below this are restarted.
+        groups : int, optional
+            GroupNormalization groups.
+        loss : {"l1", "l2"}, optional
+            Reconstruction loss.
+        background_weight : float, optional
+            Loss weight of background voxels (target ~ 0); < 1 spends the
+            capacity on the brain.
+        affine : ndarray (4, 4), optional
+            Voxel-to-world affine of the model grid, written into generated
+            NIfTI files; default 1 mm isotropic, centred on the origin.
+        mixed_precision : bool, optional
+            Compute in bfloat16 (weights stay float32; the quantizer, the
+            output layer and the losses stay float32).
+        seed : int, optional
+            Seeds Keras, numpy and Python RNGs (weights init, restarts,
+            batch order) for reproducible runs.
+        verbose : bool, optional
+            Show Keras progress bars.
+        """
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.channels = tuple(int(c) for c in channels)
+        levels = len(self.channels)
+        self.num_res_blocks = _per_level(num_res_blocks, levels, "num_res_blocks")
+        factor = 2 ** (levels - 1)
+        if len(self.input_shape) != 3 or any(s % factor for s in self.input_shape):
+            raise ValueError(
+                f"input_shape should be 3 ints divisible by {factor} "
+                f"(2 ** (len(channels) - 1)), got {self.input_shape}"
+            )
+        self.latent_shape = tuple(s // factor for s in self.input_shape)
+        self.num_embeddings = int(num_embeddings)
+        self.embedding_dim = int(embedding_dim)
+        self.commitment_cost = float(commitment_cost)
+        self.decay = float(decay)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.groups = int(groups)
+        self.loss = loss
+        self.background_weight = float(background_weight)
+        self.affine = (
+            grid_affine(self.input_shape, (1.0, 1.0, 1.0))
+            if affine is None
+            else np.asarray(affine, dtype=float)
+        )
+        self.mixed_precision = bool(mixed_precision)
+        self.seed = seed
+        self.verbose = verbose
+        reconstruction_loss(loss)  # validate early
+
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        dtype = dtype_policy(self.mixed_precision)
+        args = (self.channels, self.num_res_blocks, self.embedding_dim, self.groups)
+        self.encoder = build_encoder(self.input_shape, *args, dtype)
+        self.quantizer = VectorQuantizer(
+            self.num_embeddings,
+            self.embedding_dim,
+            commitment_cost=self.commitment_cost,
+            decay=self.decay,
+            dead_code_threshold=self.dead_code_threshold,
+            seed=seed,
+            name="quantizer",
+        )
+        self.decoder = build_decoder(self.latent_shape, *args, dtype)
+        self.network = VQVAENetwork(self.encoder, self.quantizer, self.decoder)
+        self.network(np.zeros((1, *self.input_shape, 1), np.float32))  # build
+
+    def get_config(self):
+        """Architecture settings (what :meth:`save` stores)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "channels": list(self.channels),
+            "num_res_blocks": list(self.num_res_blocks),
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "commitment_cost": self.commitment_cost,
+            "decay": self.decay,
+            "dead_code_threshold": self.dead_code_threshold,
+            "groups": self.groups,
+            "loss": self.loss,
+            "background_weight": self.background_weight,
+            "affine": self.affine.tolist(),
+        }
+
+    @property
+    def voxel_size(self):
+        """Voxel size (mm) of the model grid."""
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def codebook(self):
+        """The codebook, ``(num_embeddings, embedding_dim)`` numpy array."""
+        return ops.convert_to_numpy(self.quantizer.embeddings)
+
+    def count_params(self):
+        """Number of weights (trainable or not)."""
+        return int(sum(np.prod(v.shape) for v in self.network.weights))
+
+    # ------------------------------------------------------------------ train
+    def fit(
+        self,
+        volumes,
+        *,
+        epochs=10,
+        batch_size=2,
+        learning_rate=2e-4,
+        validation_data=None,
+        callbacks=None,
+        checkpoint_dir=None,
+        flip_augment=False,
+    ):
+        """Train on volumes already on the model grid, in [0, 1].
+
+        Parameters
+        ----------
+        volumes : ndarray (N, X, Y, Z) or list of (X, Y, Z)
+            Training volumes (a memory map is read batch by batch).
+        epochs : int, optional
+        batch_size : int, optional
+        learning_rate : float, optional
+            Adam learning rate.
+        validation_data : ndarray (M, X, Y, Z), optional
+            Held-out volumes evaluated after each epoch (``val_`` metrics).
+        callbacks : list of keras.callbacks.Callback, optional
+            Extra callbacks (for example ``keras.callbacks.CSVLogger``).
+        checkpoint_dir : str or Path, optional
+            Back up the training state after every epoch; a run interrupted
+            and started again with the same folder resumes where it stopped.
+        flip_augment : bool, optional
+            Randomly flip volumes left-right (first axis of an RAS grid).
+
+        Returns
+        -------
+        history : keras.callbacks.History
+            Per-epoch ``loss``, ``l1``, ``codebook_usage``, ``perplexity``
+            (and ``val_*``).
+        """
+        data, _ = as_volume_batch(volumes, self.input_shape)
+        train = ArrayBatches(
+            data, batch_size, seed=self.seed, flip_axis=1 if flip_augment else None
+        )
+        val = None
+        if validation_data is not None:
+            val_data, _ = as_volume_batch(
+                validation_data, self.input_shape, name="validation_data"
+            )
+            val = ArrayBatches(val_data, batch_size, shuffle=False)
+        self.network.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=reconstruction_loss(self.loss, self.background_weight),
+            metrics=[keras.metrics.MeanAbsoluteError(name="l1")],
+        )
+        return self.network.fit(
+            train,
+            epochs=epochs,
+            validation_data=val,
+            callbacks=training_callbacks(
+                callbacks,
+                checkpoint_dir=checkpoint_dir,
+                extra=[CodebookUsage(self.quantizer)],
+            ),
+            verbose=1 if self.verbose else 0,
+        )
+
+    # -------------------------------------------------------------- inference
+    def predict(self, volumes, *, batch_size=1):
+        """Reconstruct volumes: encode, quantize, decode.
+
+        Returns an array of the input's shape (``(X, Y, Z)`` or
+        ``(N, X, Y, Z)``), float32.
+        """
+        data, single = as_volume_batch(volumes, self.input_shape)
+        out = self.network.predict(data[..., None], batch_size=batch_size, verbose=0)
+        out = np.asarray(out[..., 0], dtype=np.float32)
+        return out[0] if single else out
+
+    def encode(self, volumes, *, batch_size=1, return_indices=False):
+        """Quantized latents ``(N, x, y, z, embedding_dim)`` (or code indices).
+
+        A single ``(X, Y, Z)`` volume gives an unbatched result.
+        """
+        data, single = as_volume_batch(volumes, self.input_shape)
+        z = self.encoder.predict(data[..., None], batch_size=batch_size, verbose=0)
+        indices = self.nearest_codes(np.asarray(z, dtype=np.float32))
+        out = indices if return_indices else self.codebook[indices]
+        return out[0] if single else out
+
+    def nearest_codes(self, latents):
+        """Index of the nearest code for each latent vector (numpy)."""
+        codebook = self.codebook
+        flat = np.asarray(latents, dtype=np.float32).reshape(-1, self.embedding_dim)
+        idx = np.empty(len(flat), dtype=np.int64)
+        sq = (codebook**2).sum(axis=1)
+        for start in range(0, len(flat), 65536):  # bound the distance matrix
+            chunk = flat[start : start + 65536]
+            dist = sq[None, :] - 2.0 * chunk @ codebook.T
+            idx[start : start + 65536] = dist.argmin(axis=1)
+        return idx.reshape(np.shape(latents)[:-1])
+
+    def decode(self, latents, *, quantize=True, batch_size=1):
+        """Volumes from latents ``(N, x, y, z, embedding_dim)``.
+
+        With ``quantize`` (default) each latent vector is first snapped to its
+        nearest code, as the decoder was trained on codes only.
+        """
+        latents = np.asarray(latents, dtype=np.float32)
+        expected = (*self.latent_shape, self.embedding_dim)
+        single = latents.ndim == 4
+        if single:
+            latents = latents[None]
+        if latents.shape[1:] != expected:
+            raise ValueError(
+                f"latents should have shape {expected} or (N, *{expected}), "
+                f"got {latents.shape}"
+            )
+        if quantize:
+            latents = self.codebook[self.nearest_codes(latents)]
+        out = self.decoder.predict(latents, batch_size=batch_size, verbose=0)
+        out = np.asarray(out[..., 0], dtype=np.float32)
+        return out[0] if single else out
+
+    def codebook_usage(self, volumes, *, batch_size=1):
+        """Usage (fraction of codes chosen) and perplexity on some volumes."""
+        indices = self.encode(volumes, batch_size=batch_size, return_indices=True)
+        counts = np.bincount(np.ravel(indices), minlength=self.num_embeddings)
+        usage, perplexity = usage_and_perplexity(counts)
+        return {"codebook_usage": usage, "perplexity": perplexity}
+
+    # -------------------------------------------------------------- save/load
+    def save(self, path):
+        """Write the model (config, grid affine, weights) to one file."""
+        return save_model_file(
+            path,
+            kind="VQVAE3D",
+            meta={"config": self.get_config()},
+            weights={"vqvae": model_weights(self.network)},
+        )
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        """Build an untrained model from :meth:`get_config` output."""
+        return cls(**config, **kwargs)
+
+    @classmethod
+    def load(cls, path, *, mixed_precision=False, verbose=False):
+        """Read a model written by :meth:`save`.
+
+        Raises ``ValueError`` if the file is not a VQVAE3D model file or its
+        weights do not match its declared architecture.
+        """
+        meta, weights = load_model_file(path, kind="VQVAE3D")
+        model = cls._from_meta(meta, weights, source=f"'{path}'",
+                               mixed_precision=mixed_precision, verbose=verbose)
+        return model
+
+    @classmethod
+    def _from_meta(cls, meta, weights, *, source, **kwargs):
+        try:
+            model = cls.from_config(meta["config"], **kwargs)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"the VQVAE3D config in {source} is not valid for this version: {e}"
+            ) from e
+        assign_weights(model.network, weights.get("vqvae", []), source=source)
+        return model

@@ -6,11 +6,13 @@ is known, a readable archive), then renamed; a failed or interrupted download
 leaves no file in place. Data already there are not fetched again.
 """
 
+import gzip
 import hashlib
 import os
 from pathlib import Path
 import shutil
 import tarfile
+import zlib
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -99,9 +101,15 @@ def _extract(archive, folder):
     tmp = folder.with_name(folder.name + ".extracting")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        if archive.name.endswith("gz"):
+            # tarfile stops at the end-of-archive marker and never checks the
+            # gzip CRC: read the whole stream once so a damaged tail is caught
+            with gzip.open(archive) as stream:
+                while stream.read(1 << 20):
+                    pass
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise FetcherError(f"{archive.name} is not a readable tar archive: {e}") from e
     return tmp
@@ -143,11 +151,15 @@ def fetch_nfbs(*, data_home=None, url=NFBS_URL, md5=NFBS_MD5, keep_archive=False
     elif md5 is not None and md5sum(archive) != md5:
         archive.unlink()
         raise FetcherError(f"{archive} does not match md5 {md5}; removed it, retry")
-    tmp = _extract(archive, folder)
-    inner = tmp / NFBS_FOLDER
-    if not inner.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FetcherError(f"{archive.name} has no {NFBS_FOLDER}/ folder")
+    try:
+        tmp = _extract(archive, folder)
+        inner = tmp / NFBS_FOLDER
+        if not inner.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FetcherError(f"{archive.name} has no {NFBS_FOLDER}/ folder")
+    except FetcherError:
+        archive.unlink()  # a broken archive must not be taken as downloaded
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     inner.replace(folder)
     shutil.rmtree(tmp, ignore_errors=True)

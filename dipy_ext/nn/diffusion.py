@@ -1,0 +1,528 @@
+"""LatentDiffusion3D: a diffusion model over the latents of a frozen VQVAE3D.
+
+``fit`` encodes the training volumes once, normalises the latents (shift by
+their mean, scale by 1/std, so the diffusion runs on unit-variance data and
+nothing is ever clipped), and trains a UNet3D denoiser with ``model.fit``:
+the timestep, the noise and the condition dropout are drawn inside the
+model's ``call`` from a seeded Keras RNG. The optimizer keeps an exponential
+moving average of the weights, which Keras copies into the model when
+training ends; sampling uses those averaged weights.
+
+``predict`` draws Gaussian latents and runs the reverse process (DDIM by
+default, or ancestral DDPM), optionally with classifier-free guidance, then
+decodes with the VQ-VAE: volumes on the model grid, in [0, 1].
+"""
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dipy_ext.nn._backend import dtype_policy, keras, ops
+from dipy_ext.nn.model_file import (
+    assign_weights,
+    load_model_file,
+    model_weights,
+    save_model_file,
+)
+from dipy_ext.nn.schedules import NoiseSchedule, guided
+from dipy_ext.nn.training import as_volume_batch, training_callbacks
+from dipy_ext.nn.unet import build_unet
+from dipy_ext.nn.vqvae import VQVAE3D
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+class DiffusionTrainer(keras.Model):
+    """Wraps the UNet for training: noises clean latents inside ``call``.
+
+    ``call`` returns the prediction and its target side by side on the last
+    axis, and :func:`diffusion_loss` compares the two halves; drawing the
+    random timestep and noise in ``call`` keeps the RNG state a model
+    variable, so this trains on any Keras backend.
+    """
+
+    def __init__(self, unet, schedule, *, condition_dim=0, condition_dropout=0.1,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.unet = unet
+        self.schedule = schedule
+        self.condition_dim = condition_dim
+        self.condition_dropout = condition_dropout
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        x0, condition = inputs if self.condition_dim else (inputs, None)
+        x0 = ops.cast(x0, "float32")
+        n = ops.shape(x0)[0]
+        t = keras.random.randint(
+            (n,), 0, self.schedule.num_timesteps, seed=self.seed_generator
+        )
+        noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
+        args = [self.schedule.q_sample_ops(x0, noise, t), ops.cast(t, "float32")]
+        if self.condition_dim:
+            drop = keras.random.uniform((n,), seed=self.seed_generator)
+            drop = ops.cast(drop < self.condition_dropout, "float32")
+            args += [condition, drop]
+        prediction = ops.cast(self.unet(args, training=training), "float32")
+        target = self.schedule.target_ops(x0, noise, t)
+        return ops.concatenate([prediction, target], axis=-1)
+
+
+def diffusion_loss(y_true, y_pred):
+    """Mean squared error between the two halves of ``y_pred``'s last axis."""
+    prediction, target = ops.split(y_pred, 2, axis=-1)
+    return ops.mean((prediction - target) ** 2, axis=(1, 2, 3, 4))
+
+
+class LatentBatches(keras.utils.PyDataset):
+    """Shuffled batches of (normalised) latents and optional conditions."""
+
+    def __init__(self, latents, conditions, batch_size, *, shuffle=True, seed=None):
+        super().__init__()
+        self.latents = latents
+        self.conditions = conditions
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(latents))
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self):
+        return int(np.ceil(len(self.latents) / self.batch_size))
+
+    def __getitem__(self, index):
+        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        z = self.latents[idx]
+        x = z if self.conditions is None else (z, self.conditions[idx])
+        return x, z  # the target is unused: the model makes its own
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+class LatentDiffusion3D:
+    """Latent diffusion model generating volumes through a trained VQVAE3D."""
+
+    def __init__(
+        self,
+        vqvae,
+        *,
+        channels=(64, 128, 256),
+        num_res_blocks=2,
+        attention_levels=(False, True, True),
+        num_heads=1,
+        groups=8,
+        num_train_timesteps=1000,
+        schedule="cosine",
+        prediction_type="v",
+        condition_dim=0,
+        condition_names=None,
+        condition_dropout=0.1,
+        mixed_precision=False,
+        seed=None,
+        verbose=False,
+    ):
+        """Build the denoiser around a trained VQ-VAE.
+
+        Parameters
+        ----------
+        vqvae : VQVAE3D
+            Trained autoencoder; it stays frozen.
+        channels : tuple of int, optional
+            UNet channels per level (``len - 1`` downsamplings of the latent).
+        num_res_blocks : int, optional
+            Residual blocks per level.
+        attention_levels : tuple of bool, optional
+            Self-attention at each level (coarse levels are cheap).
+        num_heads : int, optional
+            Attention heads.
+        groups : int, optional
+            GroupNormalization groups.
+        num_train_timesteps : int, optional
+            Diffusion steps T of the training process.
+        schedule : {"cosine", "linear", "scaled_linear"}, optional
+            Beta schedule.
+        prediction_type : {"v", "epsilon", "x0"}, optional
+            What the UNet predicts; "v" is the most stable choice.
+        condition_dim : int, optional
+            Length of the condition vector (0: unconditional).
+        condition_names : list of str, optional
+            Names of the condition entries (for example ``["age", "sex"]``).
+        condition_dropout : float, optional
+            Fraction of training samples whose condition is replaced by the
+            learned null embedding (enables classifier-free guidance).
+        mixed_precision : bool, optional
+            Run the UNet in bfloat16 (weights stay float32).
+        seed : int, optional
+            Seeds weights initialisation and the training noise.
+        verbose : bool, optional
+            Show Keras progress bars during training.
+        """
+        if not isinstance(vqvae, VQVAE3D):
+            raise ValueError(f"vqvae should be a VQVAE3D, got {type(vqvae).__name__}")
+        self.vqvae = vqvae
+        self.channels = tuple(int(c) for c in channels)
+        self.num_res_blocks = int(num_res_blocks)
+        self.attention_levels = tuple(bool(a) for a in attention_levels)
+        self.num_heads = int(num_heads)
+        self.groups = int(groups)
+        self.schedule = NoiseSchedule(num_train_timesteps, schedule, prediction_type)
+        self.condition_dim = int(condition_dim)
+        names = list(condition_names or [f"c{i}" for i in range(self.condition_dim)])
+        if len(names) != self.condition_dim:
+            raise ValueError(
+                f"condition_names should have {self.condition_dim} names, got {names}"
+            )
+        self.condition_names = names
+        self.condition_dropout = float(condition_dropout)
+        self.mixed_precision = bool(mixed_precision)
+        self.seed = seed
+        self.verbose = verbose
+        self.latent_shift = 0.0
+        self.scale_factor = None  # set by the first fit: 1 / std(latents)
+
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        self.unet = build_unet(
+            vqvae.latent_shape,
+            vqvae.embedding_dim,
+            channels=self.channels,
+            num_res_blocks=self.num_res_blocks,
+            attention_levels=self.attention_levels,
+            num_heads=self.num_heads,
+            groups=self.groups,
+            condition_dim=self.condition_dim,
+            dtype=dtype_policy(self.mixed_precision),
+        )
+        self.trainer = DiffusionTrainer(
+            self.unet,
+            self.schedule,
+            condition_dim=self.condition_dim,
+            condition_dropout=self.condition_dropout,
+            seed=seed,
+        )
+
+    def get_config(self):
+        """Architecture and schedule settings (what :meth:`save` stores)."""
+        return {
+            "channels": list(self.channels),
+            "num_res_blocks": self.num_res_blocks,
+            "attention_levels": list(self.attention_levels),
+            "num_heads": self.num_heads,
+            "groups": self.groups,
+            "num_train_timesteps": self.schedule.num_timesteps,
+            "schedule": self.schedule.schedule,
+            "prediction_type": self.schedule.prediction_type,
+            "condition_dim": self.condition_dim,
+            "condition_names": self.condition_names,
+            "condition_dropout": self.condition_dropout,
+        }
+
+    @property
+    def affine(self):
+        """Voxel-to-world affine of generated volumes (the model grid)."""
+        return self.vqvae.affine
+
+    @property
+    def output_shape(self):
+        return self.vqvae.input_shape
+
+    def count_params(self):
+        return int(sum(np.prod(v.shape) for v in self.unet.weights))
+
+    # ------------------------------------------------------------ latents
+    def _check_conditions(self, conditions, n, name="conditions"):
+        if self.condition_dim == 0:
+            if conditions is not None:
+                raise ValueError(
+                    f"this model is unconditional: {name} must be None"
+                )
+            return None
+        if conditions is None:
+            raise ValueError(
+                f"this model needs {name} of shape (N, {self.condition_dim}) "
+                f"({', '.join(self.condition_names)})"
+            )
+        conditions = np.asarray(conditions, dtype=np.float32)
+        if conditions.ndim == 1 and n == 1:
+            conditions = conditions[None]
+        if conditions.shape != (n, self.condition_dim):
+            raise ValueError(
+                f"{name} should have shape ({n}, {self.condition_dim}), "
+                f"got {conditions.shape}"
+            )
+        if not np.all(np.isfinite(conditions)):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return conditions
+
+    def encode(self, volumes, *, batch_size=2):
+        """Normalised latents of volumes (what the diffusion model works on)."""
+        if self.scale_factor is None:
+            raise ValueError("the latent scale is unknown: fit the model first")
+        z = self.vqvae.encode(volumes, batch_size=batch_size)
+        return ((z - self.latent_shift) * self.scale_factor).astype(np.float32)
+
+    def decode(self, latents, *, batch_size=2):
+        """Volumes in [0, 1] from normalised latents."""
+        z = np.asarray(latents, np.float32) / self.scale_factor + self.latent_shift
+        return np.clip(self.vqvae.decode(z, batch_size=batch_size), 0.0, 1.0)
+
+    # --------------------------------------------------------------- train
+    def fit(
+        self,
+        volumes,
+        *,
+        conditions=None,
+        epochs=100,
+        batch_size=8,
+        learning_rate=1e-4,
+        ema_momentum=0.999,
+        flip_augment=False,
+        validation_data=None,
+        validation_conditions=None,
+        callbacks=None,
+        checkpoint_dir=None,
+    ):
+        """Train the denoiser on volumes already on the model grid.
+
+        Parameters
+        ----------
+        volumes : ndarray (N, X, Y, Z) or list
+            Training volumes in [0, 1]; encoded once.
+        conditions : ndarray (N, condition_dim), optional
+            Required by conditional models, refused by unconditional ones.
+        epochs : int, optional
+        batch_size : int, optional
+        learning_rate : float, optional
+            Adam learning rate.
+        ema_momentum : float or None, optional
+            Momentum of the weights' moving average used for sampling (about
+            ``1 / (1 - ema_momentum)`` steps are averaged); None disables it.
+        flip_augment : bool, optional
+            Also train on left-right mirrored volumes (first axis).
+        validation_data, validation_conditions : optional
+            Held-out volumes (and conditions) for a ``val_loss``.
+        callbacks : list of keras.callbacks.Callback, optional
+        checkpoint_dir : str or Path, optional
+            Back up the training state each epoch; a rerun resumes from it.
+
+        Returns
+        -------
+        history : keras.callbacks.History
+        """
+        data, _ = as_volume_batch(volumes, self.vqvae.input_shape)
+        conditions = self._check_conditions(conditions, len(data))
+        if flip_augment:
+            data = np.concatenate([data, data[:, ::-1]])
+            if conditions is not None:
+                conditions = np.concatenate([conditions, conditions])
+        raw = self.vqvae.encode(data, batch_size=batch_size)
+        if self.scale_factor is None:
+            self.latent_shift = float(raw.mean())
+            self.scale_factor = float(1.0 / (raw.std() + 1e-8))
+        latents = ((raw - self.latent_shift) * self.scale_factor).astype(np.float32)
+        train = LatentBatches(latents, conditions, batch_size, seed=self.seed)
+        val = None
+        if validation_data is not None:
+            val_vols, _ = as_volume_batch(
+                validation_data, self.vqvae.input_shape, name="validation_data"
+            )
+            val_cond = self._check_conditions(
+                validation_conditions, len(val_vols), "validation_conditions"
+            )
+            val = LatentBatches(self.encode(val_vols), val_cond, batch_size, shuffle=False)
+        self.trainer.compile(
+            optimizer=keras.optimizers.Adam(
+                learning_rate,
+                use_ema=ema_momentum is not None,
+                ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+            ),
+            loss=diffusion_loss,
+        )
+        return self.trainer.fit(
+            train,
+            epochs=epochs,
+            validation_data=val,
+            callbacks=training_callbacks(callbacks, checkpoint_dir=checkpoint_dir),
+            verbose=1 if self.verbose else 0,
+        )
+
+    # -------------------------------------------------------------- sample
+    def _model_output(self, x, t, conditions, guidance_scale):
+        """Network output at ``x`` (numpy), with classifier-free guidance."""
+        n = len(x)
+        tt = np.full((n,), t, np.float32)
+        if conditions is None:
+            out = self.unet.predict_on_batch([x, tt])
+            return np.asarray(out, np.float32)
+        if guidance_scale == 1.0:
+            out = self.unet.predict_on_batch([x, tt, conditions, np.zeros(n, np.float32)])
+            return np.asarray(out, np.float32)
+        both = self.unet.predict_on_batch(
+            [
+                np.concatenate([x, x]),
+                np.concatenate([tt, tt]),
+                np.concatenate([conditions, conditions]),
+                np.concatenate([np.zeros(n, np.float32), np.ones(n, np.float32)]),
+            ]
+        )
+        both = np.asarray(both, np.float32)
+        return guided(both[:n], both[n:], guidance_scale)
+
+    def sample_latents(
+        self,
+        num_samples,
+        *,
+        conditions=None,
+        num_inference_steps=50,
+        sampler="ddim",
+        eta=0.0,
+        guidance_scale=1.0,
+        seed=None,
+        batch_size=4,
+        progress=True,
+    ):
+        """Normalised latents drawn by the reverse diffusion process.
+
+        Arguments as for :meth:`predict`.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+            raise ValueError(f"num_samples should be a positive integer, got {num_samples!r}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples should be >= 1, got {num_samples}")
+        if self.scale_factor is None:
+            raise ValueError("this model is not trained: fit it (or load one) first")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler should be one of {SAMPLERS}, got {sampler!r}")
+        if guidance_scale != 1.0 and self.condition_dim == 0:
+            raise ValueError("guidance_scale != 1 needs a conditional model")
+        conditions = self._check_conditions(conditions, num_samples)
+        if sampler == "ddim":
+            steps = self.schedule.ddim_timesteps(num_inference_steps)
+        else:
+            steps = np.arange(self.schedule.num_timesteps)[::-1]
+        rng = np.random.default_rng(seed)
+        shape = (*self.vqvae.latent_shape, self.vqvae.embedding_dim)
+        noise = rng.standard_normal((num_samples, *shape)).astype(np.float32)
+        out = np.empty_like(noise)
+        batches = range(0, num_samples, batch_size)
+        with tqdm(total=len(batches) * len(steps), desc=f"{sampler} sampling",
+                  disable=not progress, unit="step") as bar:
+            for start in batches:
+                sl = slice(start, start + batch_size)
+                x = noise[sl]
+                cond = None if conditions is None else conditions[sl]
+                for i, t in enumerate(steps):
+                    model_out = self._model_output(x, int(t), cond, guidance_scale)
+                    if sampler == "ddim":
+                        t_prev = int(steps[i + 1]) if i + 1 < len(steps) else -1
+                        x = self.schedule.ddim_step(model_out, int(t), t_prev, x,
+                                                    eta=eta, rng=rng)
+                    else:
+                        x = self.schedule.ddpm_step(model_out, int(t), x, rng)
+                    x = x.astype(np.float32)
+                    bar.update(1)
+                out[sl] = x
+        return out
+
+    def predict(
+        self,
+        num_samples,
+        *,
+        conditions=None,
+        num_inference_steps=50,
+        sampler="ddim",
+        eta=0.0,
+        guidance_scale=1.0,
+        seed=None,
+        batch_size=4,
+        progress=True,
+    ):
+        """Generate volumes.
+
+        Parameters
+        ----------
+        num_samples : int
+            How many volumes.
+        conditions : ndarray (num_samples, condition_dim), optional
+            Conditions of a conditional model.
+        num_inference_steps : int, optional
+            DDIM steps (ignored by DDPM, which takes all training steps).
+        sampler : {"ddim", "ddpm"}, optional
+        eta : float, optional
+            DDIM stochasticity (0: deterministic).
+        guidance_scale : float, optional
+            Classifier-free guidance (1: none; > 1 follows the condition more).
+        seed : int, optional
+            Same seed, same volumes.
+        batch_size : int, optional
+            Samples denoised together.
+        progress : bool, optional
+            Progress bar over the denoising steps.
+
+        Returns
+        -------
+        volumes : ndarray (num_samples, X, Y, Z), float32 in [0, 1]
+            On the model grid (affine :attr:`affine`).
+        """
+        latents = self.sample_latents(
+            num_samples,
+            conditions=conditions,
+            num_inference_steps=num_inference_steps,
+            sampler=sampler,
+            eta=eta,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return self.decode(latents, batch_size=batch_size)
+
+    # ----------------------------------------------------------- save/load
+    def save(self, path):
+        """Write both models, the schedule, latent scaling and grid to one file."""
+        if self.scale_factor is None:
+            raise ValueError("this model is not trained: nothing worth saving")
+        return save_model_file(
+            path,
+            kind="LatentDiffusion3D",
+            meta={
+                "config": self.get_config(),
+                "vqvae_config": self.vqvae.get_config(),
+                "scale_factor": self.scale_factor,
+                "latent_shift": self.latent_shift,
+            },
+            weights={
+                "vqvae": model_weights(self.vqvae.network),
+                "unet": model_weights(self.unet),
+            },
+        )
+
+    @classmethod
+    def load(cls, path, *, mixed_precision=False, verbose=False):
+        """Read a model written by :meth:`save`.
+
+        Raises ``ValueError`` for a missing, corrupt or foreign file, a newer
+        format, or weights that do not match the declared architecture.
+        """
+        meta, weights = load_model_file(path, kind="LatentDiffusion3D")
+        source = f"'{path}'"
+        vq = VQVAE3D._from_meta(
+            {"config": meta.get("vqvae_config", {})},
+            weights,
+            source=source,
+            mixed_precision=mixed_precision,
+        )
+        try:
+            model = cls(vq, **meta["config"], mixed_precision=mixed_precision,
+                        verbose=verbose)
+            model.scale_factor = float(meta["scale_factor"])
+            model.latent_shift = float(meta.get("latent_shift", 0.0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"the LatentDiffusion3D config in {source} is not valid for this "
+                f"version: {e}"
+            ) from e
+        assign_weights(model.unet, weights.get("unet", []), source=source)
+        return model

@@ -34,6 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["dipy_ext", "dipy_ext.*"]),
     package_data={"dipy_ext.data": ["default_model/*"]},
+    include_package_data=True,
     install_requires=[
         "dipy>=1.10",
         "numpy>=1.26",

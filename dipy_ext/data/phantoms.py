@@ -15,14 +15,10 @@ that a generative model reproduces the modes of its training data.
 import numpy as np
 from scipy import ndimage
 
+from dipy_ext.data.augment import smooth_field
+
 LABELS = {"background": 0, "csf": 1, "gm": 2, "wm": 3}
 _INTENSITY = {1: 0.18, 2: 0.55, 3: 0.85}
-
-
-def _smooth_field(rng, shape, sigma, amplitude):
-    """Gaussian-filtered white noise scaled to a given max amplitude."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
-    return field * (amplitude / (np.abs(field).max() + 1e-12))
 
 
 def _folds(rng, theta, phi, n_waves=8):
@@ -76,7 +72,7 @@ def _deform(labels, rng, strength):
     amplitude = strength * max(shape) / 32
     coords = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
     warped = [
-        c + _smooth_field(rng, shape, sigma, amplitude) for c in coords
+        c + smooth_field(rng, shape, sigma, amplitude) for c in coords
     ]
     return ndimage.map_coordinates(labels, warped, order=0, mode="constant")
 
@@ -132,10 +128,10 @@ def synthetic_brain_phantom(
     # partial-volume blur, then tissue texture, bias field and noise
     volume = ndimage.gaussian_filter(volume, 0.6)
     head = labels > 0
-    texture = _smooth_field(rng, shape, max(shape) / 16, 0.03)
+    texture = smooth_field(rng, shape, max(shape) / 16, 0.03)
     volume = volume * (1 + texture)
     if bias > 0:
-        volume = volume * (1 + _smooth_field(rng, shape, max(shape) / 4, bias))
+        volume = volume * (1 + smooth_field(rng, shape, max(shape) / 4, bias))
     if noise > 0:
         volume = volume + noise * rng.standard_normal(shape)
     volume = np.clip(volume * ndimage.binary_dilation(head), 0, 1).astype(np.float32)

@@ -1,0 +1,97 @@
+"""What the flows share: output checks, atomic writes, parsing helpers."""
+
+import os
+from pathlib import Path
+import tempfile
+
+import nibabel as nib
+import numpy as np
+
+
+def output_dir(out_dir):
+    """Create ``out_dir`` if needed and check that files can be written there."""
+    path = Path(out_dir or ".").absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write to output folder '{path}': {e.strerror}") from e
+    return path
+
+
+def check_outputs(paths, force):
+    """Refuse to overwrite existing outputs unless ``force`` (DIPY's --force)."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ValueError(
+            f"output file '{existing[0]}' exists{more}; use --force to overwrite"
+        )
+
+
+def save_nifti_atomic(path, data, affine):
+    """Write a NIfTI file through a temporary name in the same folder."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path, text):
+    """Write a text file (a JSON report) through a temporary name."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def parse_conditions(items, names):
+    """``["age=65", "sex=1"]`` -> vector ordered as ``names``.
+
+    Raises a one-line ``ValueError`` naming what was expected.
+    """
+    items = [i for i in (items or []) if i]
+    if not names:
+        if items:
+            raise ValueError(
+                "this model is unconditional: it takes no --conditions"
+            )
+        return None
+    expected = " ".join(f"{n}=<value>" for n in names)
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise ValueError(f"--conditions expects {expected}, got '{item}'")
+        try:
+            values[name] = float(value)
+        except ValueError as e:
+            raise ValueError(f"condition '{name}' should be a number, got '{value}'") from e
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(f"this model needs --conditions {expected}; missing {missing[0]}")
+    return np.array([values[n] for n in names], dtype=np.float32)
+
+
+def as_triple(value, name):
+    """One number or three numbers -> a tuple of three."""
+    values = list(np.atleast_1d(value))
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise ValueError(f"{name} should be one or three numbers, got {values}")
+    return tuple(values)

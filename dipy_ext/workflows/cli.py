@@ -1,0 +1,44 @@
+"""Console scripts of dipy_ext.
+
+DIPY's own ``cli_flows`` table is closed to other packages, so this module
+keeps ours: each console script named in setup.py points at :func:`run`,
+which finds its flow from the program name and hands it to DIPY's
+``run_flow`` (which adds --force, --out_strat, --mix_names, --log_level and
+--log_file). Errors the user can fix are printed as one line, with a
+non-zero exit status, instead of a traceback.
+"""
+
+import importlib
+from pathlib import Path
+import sys
+
+FLOWS = {
+    "dipy_synthesize_brain": ("dipy_ext.workflows.synthesis", "SynthesizeBrainFlow"),
+    "dipy_train_vqvae3d": ("dipy_ext.workflows.training", "TrainVQVAE3DFlow"),
+    "dipy_train_latent_diffusion3d": (
+        "dipy_ext.workflows.training",
+        "TrainLatentDiffusion3DFlow",
+    ),
+    "dipy_evaluate_synthesis": ("dipy_ext.workflows.evaluation", "EvaluateSynthesisFlow"),
+    "dipy_fetch_nfbs": ("dipy_ext.workflows.fetch", "FetchNFBSFlow"),
+}
+
+
+def run(prog=None):
+    """Entry point of every dipy_ext console script."""
+    from dipy.workflows.flow_runner import run_flow
+
+    from dipy_ext.data.fetcher import FetcherError
+
+    prog = prog or Path(sys.argv[0]).name
+    if prog not in FLOWS:
+        sys.exit(f"{prog}: unknown dipy_ext command; known: {', '.join(FLOWS)}")
+    module, name = FLOWS[prog]
+    flow = getattr(importlib.import_module(module), name)()
+    try:
+        run_flow(flow)
+    except (ValueError, OSError, FetcherError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        sys.exit(f"{prog}: error: {message}")
+    except KeyboardInterrupt:
+        sys.exit(f"{prog}: interrupted")

@@ -1,0 +1,356 @@
+"""dipy_train_vqvae3d and dipy_train_latent_diffusion3d.
+
+Both read T1 files by glob, bring them onto the model grid (cached in the
+checkpoint folder, so a resumed run does not preprocess again), hold out a
+validation fraction, train with a Keras progress bar, back up the training
+state after every epoch (rerun the same command after an interruption and
+it resumes), and write the model file and a PNG of the training curves.
+"""
+
+import csv
+from pathlib import Path
+
+from dipy.utils.logging import logger
+from dipy.workflows.workflow import Workflow
+import numpy as np
+
+from dipy_ext.workflows.base import as_triple, check_outputs, output_dir
+
+
+def _prepare_cohort(input_files, mask_files, grid, reference, cache_folder):
+    """Preprocess (or reuse the cache of) a cohort; returns volumes, paths."""
+    from dipy_ext.data.io import (
+        find_nifti_files,
+        load_cohort_cache,
+        load_volume,
+        preprocess_cohort,
+    )
+
+    paths = find_nifti_files(input_files)
+    cache = Path(cache_folder) / "cohort.npy"
+    if cache.exists() and cache.with_suffix(".json").exists():
+        volumes, params = load_cohort_cache(cache)
+        if [str(p) for p in paths] == [str(p) for p in _cached_paths(cache)] and (
+            tuple(params[0].grid_shape) == tuple(grid["shape"])
+        ):
+            logger.info(f"Reusing the preprocessed cohort in {cache}")
+            return volumes, paths
+    if reference:
+        grid = {**grid, "reference": load_volume(reference)}
+    masks = find_nifti_files(mask_files) if mask_files else None
+    Path(cache_folder).mkdir(parents=True, exist_ok=True)
+    volumes, _ = preprocess_cohort(paths, masks=masks, cache_file=cache, **grid)
+    return volumes, paths
+
+
+def _cached_paths(cache):
+    import json
+
+    return [m["path"] for m in json.loads(cache.with_suffix(".json").read_text())]
+
+
+def _split(n, validation_fraction, seed):
+    """Shuffled train / validation indices (validation empty if fraction 0)."""
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(
+            f"validation_fraction should be in [0, 1), got {validation_fraction}"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * validation_fraction))
+    if n - n_val < 1:
+        raise ValueError(f"{n} volumes leave none for training")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _curves(history, path, title):
+    from dipy_ext.viz import training_curves
+
+    if history.history:
+        training_curves(history, path, title=title)
+    else:
+        logger.warning("no epoch was run (the checkpoint was already complete)")
+
+
+class TrainVQVAE3DFlow(Workflow):
+    @classmethod
+    def get_short_name(cls):
+        return "train_vqvae3d"
+
+    def run(
+        self,
+        input_files,
+        mask_files="",
+        reference="",
+        grid_shape=(64, 64, 64),
+        voxel_size=(3.0,),
+        channels=(16, 32, 64),
+        num_res_blocks=(1, 2, 2),
+        num_embeddings=512,
+        embedding_dim=8,
+        background_weight=1.0,
+        epochs=50,
+        batch_size=2,
+        learning_rate=1e-3,
+        validation_fraction=0.1,
+        flip_augment=False,
+        bfloat16=False,
+        seed=0,
+        checkpoint_dir="",
+        out_dir="",
+        out_model="vqvae3d.npz",
+        out_curves="vqvae3d_training.png",
+    ):
+        """Train a 3D VQ-VAE on T1-weighted volumes.
+
+        Parameters
+        ----------
+        input_files : string
+            T1 NIfTI files: a glob (quote it), a folder or a file.
+        mask_files : string, optional
+            Brain masks (glob), paired with the inputs in sorted order.
+        reference : string, optional
+            NIfTI volume every input is rigidly registered to first.
+        grid_shape : variable int, optional
+            Model grid shape (3 ints), each divisible by 2^(levels - 1).
+        voxel_size : variable float, optional
+            Model grid voxel size in mm (one or three values).
+        channels : variable int, optional
+            Channels per level; levels - 1 halvings of the grid.
+        num_res_blocks : variable int, optional
+            Residual blocks per level (one value or one per level).
+        num_embeddings : int, optional
+            Codebook size.
+        embedding_dim : int, optional
+            Latent channels.
+        background_weight : float, optional
+            Loss weight of background voxels.
+        epochs : int, optional
+            Training epochs.
+        batch_size : int, optional
+            Volumes per step.
+        learning_rate : float, optional
+            Adam learning rate.
+        validation_fraction : float, optional
+            Fraction of volumes held out for validation.
+        flip_augment : bool, optional
+            Random left-right flips.
+        bfloat16 : bool, optional
+            bfloat16 mixed precision.
+        seed : int, optional
+            Random seed.
+        checkpoint_dir : string, optional
+            Training state backups; rerunning with the same folder resumes an
+            interrupted run (default: <out_dir>/<out_model>.checkpoints).
+        out_dir : string, optional
+            Output folder.
+        out_model : string, optional
+            Model file name.
+        out_curves : string, optional
+            PNG of the training curves.
+        """
+        from dipy_ext.nn.vqvae import VQVAE3D
+        from dipy_ext.preprocessing import grid_affine
+
+        folder = output_dir(out_dir)
+        model_path, curves_path = folder / out_model, folder / out_curves
+        check_outputs([model_path, curves_path], self._force_overwrite)
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
+        shape = as_triple(grid_shape, "grid_shape")
+        vox = as_triple(voxel_size, "voxel_size")
+        volumes, paths = _prepare_cohort(
+            input_files, mask_files, {"shape": shape, "voxel_size": vox}, reference, ckpt
+        )
+        train, val = _split(len(volumes), validation_fraction, seed)
+        logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
+        model = VQVAE3D(
+            input_shape=shape,
+            channels=channels,
+            num_res_blocks=num_res_blocks if len(num_res_blocks) > 1 else num_res_blocks[0],
+            num_embeddings=num_embeddings,
+            embedding_dim=embedding_dim,
+            background_weight=background_weight,
+            affine=grid_affine(shape, vox),
+            mixed_precision=bfloat16,
+            seed=seed,
+            verbose=True,
+        )
+        history = model.fit(
+            volumes[train],
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            validation_data=volumes[val] if len(val) else None,
+            checkpoint_dir=ckpt / "backup",
+            flip_augment=flip_augment,
+        )
+        model.save(model_path)
+        _curves(history, curves_path, f"VQVAE3D on {len(train)} volumes")
+        if len(val):
+            usage = model.codebook_usage(volumes[val])
+            logger.info(
+                f"Validation codebook usage {usage['codebook_usage']:.0%}, "
+                f"perplexity {usage['perplexity']:.1f}"
+            )
+        logger.info(f"Saved {model_path} and {curves_path}")
+        return [str(model_path), str(curves_path)]
+
+
+def read_conditions(path, files, names=None):
+    """Conditions per input file from a CSV/TSV with a ``file`` column.
+
+    Every other column is a condition (numeric). Rows are matched to the
+    inputs by file name. Returns ``(conditions (N, C), names)``.
+    """
+    path = Path(path)
+    text = path.read_text()
+    dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",\t;")
+    rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
+    if not rows or "file" not in rows[0]:
+        raise ValueError(f"'{path}' should be a CSV/TSV with a 'file' column")
+    names = names or [c for c in rows[0] if c != "file"]
+    by_name = {Path(r["file"]).name: r for r in rows}
+    out = []
+    for f in files:
+        row = by_name.get(Path(f).name)
+        if row is None:
+            raise ValueError(f"'{path}' has no row for {Path(f).name}")
+        try:
+            out.append([float(row[n]) for n in names])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"'{path}': bad condition value for {Path(f).name}: {e}") from e
+    return np.asarray(out, np.float32), names
+
+
+class TrainLatentDiffusion3DFlow(Workflow):
+    @classmethod
+    def get_short_name(cls):
+        return "train_latent_diffusion3d"
+
+    def run(
+        self,
+        input_files,
+        vqvae_file,
+        mask_files="",
+        reference="",
+        conditions_file="",
+        channels=(64, 128, 256),
+        attention_levels=(0, 1, 1),
+        num_res_blocks=2,
+        num_train_timesteps=1000,
+        schedule="cosine",
+        prediction_type="v",
+        epochs=200,
+        batch_size=8,
+        learning_rate=1e-4,
+        ema_momentum=0.999,
+        validation_fraction=0.1,
+        flip_augment=False,
+        bfloat16=False,
+        seed=0,
+        checkpoint_dir="",
+        out_dir="",
+        out_model="latent_diffusion3d.npz",
+        out_curves="latent_diffusion3d_training.png",
+    ):
+        """Train a latent diffusion model over a trained VQ-VAE's latents.
+
+        The inputs are brought onto the VQ-VAE's grid (shape and voxel size
+        read from its file). The output file holds both models and can be
+        given to dipy_synthesize_brain.
+
+        Parameters
+        ----------
+        input_files : string
+            T1 NIfTI files: a glob (quote it), a folder or a file.
+        vqvae_file : string
+            Trained VQVAE3D model file (from dipy_train_vqvae3d).
+        mask_files : string, optional
+            Brain masks (glob), paired with the inputs in sorted order.
+        reference : string, optional
+            NIfTI volume every input is rigidly registered to first.
+        conditions_file : string, optional
+            CSV/TSV with a 'file' column and one numeric column per condition
+            (for example age, sex): trains a conditional model.
+        channels : variable int, optional
+            UNet channels per level.
+        attention_levels : variable int, optional
+            1 to use self-attention at a level, 0 not to (one per level).
+        num_res_blocks : int, optional
+            Residual blocks per level.
+        num_train_timesteps : int, optional
+            Diffusion steps.
+        schedule : string, optional
+            Beta schedule: cosine, linear or scaled_linear.
+        prediction_type : string, optional
+            v, epsilon or x0.
+        epochs : int, optional
+            Training epochs.
+        batch_size : int, optional
+            Latents per step.
+        learning_rate : float, optional
+            Adam learning rate.
+        ema_momentum : float, optional
+            Momentum of the weights' moving average used for sampling.
+        validation_fraction : float, optional
+            Fraction of volumes held out for validation.
+        flip_augment : bool, optional
+            Also train on left-right mirrored volumes.
+        bfloat16 : bool, optional
+            bfloat16 mixed precision.
+        seed : int, optional
+            Random seed.
+        checkpoint_dir : string, optional
+            Training state backups; rerunning with the same folder resumes
+            (default: <out_dir>/<out_model>.checkpoints).
+        out_dir : string, optional
+            Output folder.
+        out_model : string, optional
+            Model file name.
+        out_curves : string, optional
+            PNG of the training curves.
+        """
+        from dipy_ext.nn.diffusion import LatentDiffusion3D
+        from dipy_ext.nn.vqvae import VQVAE3D
+
+        folder = output_dir(out_dir)
+        model_path, curves_path = folder / out_model, folder / out_curves
+        check_outputs([model_path, curves_path], self._force_overwrite)
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
+        vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
+        grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
+        volumes, paths = _prepare_cohort(input_files, mask_files, grid, reference, ckpt)
+        conditions, names = (None, None)
+        if conditions_file:
+            conditions, names = read_conditions(conditions_file, paths)
+        train, val = _split(len(volumes), validation_fraction, seed)
+        logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
+        model = LatentDiffusion3D(
+            vq,
+            channels=channels,
+            attention_levels=[bool(a) for a in attention_levels],
+            num_res_blocks=num_res_blocks,
+            num_train_timesteps=num_train_timesteps,
+            schedule=schedule,
+            prediction_type=prediction_type,
+            condition_dim=0 if conditions is None else conditions.shape[1],
+            condition_names=names,
+            mixed_precision=bfloat16,
+            seed=seed,
+            verbose=True,
+        )
+        history = model.fit(
+            volumes[train],
+            conditions=None if conditions is None else conditions[train],
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            ema_momentum=ema_momentum,
+            flip_augment=flip_augment,
+            validation_data=volumes[val] if len(val) else None,
+            validation_conditions=None if conditions is None or not len(val) else conditions[val],
+            checkpoint_dir=ckpt / "backup",
+        )
+        model.save(model_path)
+        _curves(history, curves_path, f"LatentDiffusion3D on {len(train)} volumes")
+        logger.info(f"Saved {model_path} and {curves_path}")
+        return [str(model_path), str(curves_path)]

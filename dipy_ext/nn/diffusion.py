@@ -332,6 +332,8 @@ class LatentDiffusion3D:
                 validation_conditions, len(val_vols), "validation_conditions"
             )
             val = LatentBatches(self.encode(val_vols), val_cond, batch_size, shuffle=False)
+        if not self.trainer.built:  # BackupAndRestore needs built variables
+            self.trainer(train[0][0])
         self.trainer.compile(
             optimizer=keras.optimizers.Adam(
                 learning_rate,

@@ -95,7 +95,8 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
     out = list(extra) + list(callbacks or [])
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        out.append(
-            keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
+        # first, so an epoch is backed up before any other callback can fail
+        out.insert(
+            0, keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
         )
     return out

@@ -9,6 +9,7 @@ it resumes), and write the model file and a PNG of the training curves.
 
 import csv
 from pathlib import Path
+import shutil
 
 from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
@@ -60,6 +61,12 @@ def _split(n, validation_fraction, seed):
     if n - n_val < 1:
         raise ValueError(f"{n} volumes leave none for training")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _cleanup(ckpt, keep):
+    """Remove our default checkpoint folder (cohort cache) once training is done."""
+    if not keep:
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _curves(history, path, title):
@@ -185,6 +192,7 @@ class TrainVQVAE3DFlow(Workflow):
         )
         model.save(model_path)
         _curves(history, curves_path, f"VQVAE3D on {len(train)} volumes")
+        _cleanup(ckpt, keep=bool(checkpoint_dir))
         if len(val):
             usage = model.codebook_usage(volumes[val])
             logger.info(
@@ -352,5 +360,6 @@ class TrainLatentDiffusion3DFlow(Workflow):
         )
         model.save(model_path)
         _curves(history, curves_path, f"LatentDiffusion3D on {len(train)} volumes")
+        _cleanup(ckpt, keep=bool(checkpoint_dir))
         logger.info(f"Saved {model_path} and {curves_path}")
         return [str(model_path), str(curves_path)]

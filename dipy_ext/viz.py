@@ -5,9 +5,7 @@ a display. Every writer goes through a temporary file and a rename, so a
 failed run leaves no half-written PNG.
 """
 
-import os
 from pathlib import Path
-import tempfile
 
 import matplotlib
 
@@ -15,20 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dipy_ext._files import atomic_path  # noqa: E402
+
 
 def _save(fig, path):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", facecolor=fig.get_facecolor())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(
+                tmp, dpi=100, bbox_inches="tight", facecolor=fig.get_facecolor()
+            )
     finally:
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def _slices(volume):
@@ -59,10 +55,15 @@ def mosaic(volumes, path, *, titles=None, row_labels=None, vmax=None):
     volumes = [np.asarray(v, dtype=np.float32) for v in volumes]
     if not volumes:
         raise ValueError("mosaic needs at least one volume")
-    vmax = vmax or float(np.percentile(np.concatenate([v.ravel() for v in volumes]), 99.5)) or 1.0
+    vmax = (
+        vmax
+        or float(np.percentile(np.concatenate([v.ravel() for v in volumes]), 99.5))
+        or 1.0
+    )
     n = len(volumes)
-    fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.4), squeeze=False,
-                             facecolor="black")
+    fig, axes = plt.subplots(
+        3, n, figsize=(1.8 * n, 5.4), squeeze=False, facecolor="black"
+    )
     labels = row_labels or ("axial", "coronal", "sagittal")
     for j, v in enumerate(volumes):
         for i, sl in enumerate(_slices(v)):
@@ -85,8 +86,9 @@ def comparison(rows, path, *, row_titles, vmax=None, diff_row=None):
     input / reconstruction / difference), one column per subject."""
     rows = [[np.asarray(v, np.float32) for v in r] for r in rows]
     n_rows, n_cols = len(rows), len(rows[0])
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.8 * n_cols, 1.9 * n_rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.8 * n_cols, 1.9 * n_rows), squeeze=False
+    )
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             sl = _slices(v)[0]
@@ -109,7 +111,9 @@ def training_curves(history, path, *, title=None):
     names = [k for k in logs if not k.startswith("val_")]
     if not names:
         raise ValueError("history has no metric to plot")
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(3.6 * len(names), 3), squeeze=False
+    )
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(logs[name]) + 1)
         ax.plot(epochs, logs[name], label="train")
@@ -148,8 +152,13 @@ def evaluation_figure(real, synthetic, report, path, *, n_show=4):
     ax = fig.add_subplot(grid[2, 0])
     bins = np.linspace(0.02, 1, 50)
     ax.hist(real[real > 0.02].ravel(), bins, density=True, alpha=0.5, label="real")
-    ax.hist(synthetic[synthetic > 0.02].ravel(), bins, density=True, alpha=0.5,
-            label="synthetic")
+    ax.hist(
+        synthetic[synthetic > 0.02].ravel(),
+        bins,
+        density=True,
+        alpha=0.5,
+        label="synthetic",
+    )
     ax.set_title("brain intensities", fontsize=9)
     ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[2, 1])

@@ -49,7 +49,12 @@ def test_phantom_rejects_tiny_shape():
 
 
 def _write(path, data, affine=None):
-    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine), path)
+    nib.save(
+        nib.Nifti1Image(
+            np.asarray(data, np.float32), np.eye(4) if affine is None else affine
+        ),
+        path,
+    )
     return path
 
 
@@ -93,13 +98,19 @@ def test_load_volume_and_errors(tmp_path):
 
 def test_load_volumes_pairs_masks(nifti_folder):
     items = list(
-        load_volumes(str(nifti_folder / "*_T1w.nii.gz"), masks=str(nifti_folder / "*_mask.nii"))
+        load_volumes(
+            str(nifti_folder / "*_T1w.nii.gz"), masks=str(nifti_folder / "*_mask.nii")
+        )
     )
     assert len(items) == 3
     path, data, affine, mask = items[0]
     assert mask.dtype == bool and mask.shape == data.shape
     with pytest.raises(ValueError, match="one mask per volume"):
-        list(load_volumes(str(nifti_folder / "*_T1w.nii.gz"), masks=nifti_folder / "sub0_mask.nii"))
+        list(
+            load_volumes(
+                str(nifti_folder / "*_T1w.nii.gz"), masks=nifti_folder / "sub0_mask.nii"
+            )
+        )
 
 
 def test_preprocess_cohort_memory_and_cache(nifti_folder, tmp_path):

@@ -81,7 +81,9 @@ def test_read_nfbs_lists_subject_files(server, tmp_path):
     fetch_nfbs(data_home=tmp_path, url=f"{server}/good.tar.gz", progress=False)
     subjects = read_nfbs(data_home=tmp_path)
     assert [s["subject"] for s in subjects] == SUBJECTS
-    assert subjects[0]["mask"].name == f"sub-{SUBJECTS[0]}_ses-NFB3_T1w_brainmask.nii.gz"
+    assert (
+        subjects[0]["mask"].name == f"sub-{SUBJECTS[0]}_ses-NFB3_T1w_brainmask.nii.gz"
+    )
     assert all(s[k].exists() for s in subjects for k in ("t1", "brain", "mask"))
     assert nib.load(subjects[1]["brain"]).shape == (4, 4, 4)
 
@@ -93,7 +95,9 @@ def test_read_nfbs_without_data_and_no_fetch(tmp_path):
 
 def test_corrupt_download_leaves_nothing(server, tmp_path):
     with pytest.raises(FetcherError, match="md5"):
-        fetch_nfbs(data_home=tmp_path, url=f"{server}/corrupt.tar.gz", md5=MD5, progress=False)
+        fetch_nfbs(
+            data_home=tmp_path, url=f"{server}/corrupt.tar.gz", md5=MD5, progress=False
+        )
     assert list((tmp_path / "nfbs").iterdir()) == []
 
 
@@ -105,7 +109,9 @@ def test_corrupt_archive_without_md5_leaves_nothing(server, tmp_path):
 
 def test_interrupted_download_leaves_nothing(server, tmp_path):
     with pytest.raises(FetcherError, match="interrupted|failed"):
-        fetch_nfbs(data_home=tmp_path, url=f"{server}/interrupted.tar.gz", progress=False)
+        fetch_nfbs(
+            data_home=tmp_path, url=f"{server}/interrupted.tar.gz", progress=False
+        )
     assert list((tmp_path / "nfbs").iterdir()) == []
     # a later good download still works
     fetch_nfbs(data_home=tmp_path, url=f"{server}/good.tar.gz", md5=MD5, progress=False)
@@ -114,5 +120,7 @@ def test_interrupted_download_leaves_nothing(server, tmp_path):
 
 def test_unreachable_server(tmp_path):
     with pytest.raises(FetcherError, match="failed"):
-        fetch_nfbs(data_home=tmp_path, url="http://127.0.0.1:9/nothing.tar.gz", progress=False)
+        fetch_nfbs(
+            data_home=tmp_path, url="http://127.0.0.1:9/nothing.tar.gz", progress=False
+        )
     assert list((tmp_path / "nfbs").iterdir()) == []

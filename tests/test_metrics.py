@@ -38,14 +38,20 @@ def test_psnr_closed_form(pair):
     assert psnr(a, a) == np.inf
     mask = np.zeros(a.shape, bool)
     mask[5:20, 5:20, 5:20] = True
-    npt.assert_allclose(psnr(a, b, mask=mask), 10 * np.log10(1 / np.mean((a - b)[mask] ** 2)))
+    npt.assert_allclose(
+        psnr(a, b, mask=mask), 10 * np.log10(1 / np.mean((a - b)[mask] ** 2))
+    )
 
 
 @pytest.mark.parametrize("sigma, data_range", [(1.5, 1.0), (1.0, 2.0)])
 def test_ssim_matches_skimage(pair, sigma, data_range):
     a, b = pair
     expected = skimage_metrics.structural_similarity(
-        a, b, data_range=data_range, gaussian_weights=True, sigma=sigma,
+        a,
+        b,
+        data_range=data_range,
+        gaussian_weights=True,
+        sigma=sigma,
         use_sample_covariance=False,
     )
     assert abs(ssim(a, b, data_range=data_range, sigma=sigma) - expected) < 1e-4
@@ -67,8 +73,10 @@ def test_ssim_mask_and_errors(pair):
 def test_ms_ssim_properties():
     v = synthetic_brain_phantom((64, 64, 64), rng=0)
     assert ms_ssim(v, v) == pytest.approx(1.0)
-    noisy = [np.clip(v + s * np.random.default_rng(1).standard_normal(v.shape), 0, 1)
-             for s in (0.02, 0.1, 0.3)]
+    noisy = [
+        np.clip(v + s * np.random.default_rng(1).standard_normal(v.shape), 0, 1)
+        for s in (0.02, 0.1, 0.3)
+    ]
     values = [ms_ssim(v, n) for n in noisy]
     assert values[0] > values[1] > values[2]
     # one level is plain SSIM
@@ -150,8 +158,9 @@ def test_diversity_and_memorization():
 
 
 def test_tissue_fractions_follow_labels():
-    vol, labels = synthetic_brain_phantom((48, 48, 48), rng=0, noise=0, bias=0,
-                                          return_labels=True)
+    vol, labels = synthetic_brain_phantom(
+        (48, 48, 48), rng=0, noise=0, bias=0, return_labels=True
+    )
     frac = tissue_fractions(vol, mask=labels > 0)
     truth = np.array([(labels[labels > 0] == k).mean() for k in (1, 2, 3)])
     npt.assert_allclose(frac, truth, atol=0.08)

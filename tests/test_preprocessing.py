@@ -1,7 +1,6 @@
 import numpy as np
 import numpy.testing as npt
 import pytest
-from scipy import ndimage
 
 from dipy_ext.data import synthetic_brain_phantom
 from dipy_ext.preprocessing import (
@@ -23,7 +22,9 @@ def head():
 
 def test_preprocess_shape_range_and_background(head):
     volume, affine, mask = head
-    out, params = preprocess(volume, affine, mask=mask, shape=(24, 24, 24), voxel_size=2)
+    out, params = preprocess(
+        volume, affine, mask=mask, shape=(24, 24, 24), voxel_size=2
+    )
     assert out.shape == (24, 24, 24)
     assert out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
@@ -42,8 +43,13 @@ def test_roundtrip_returns_to_input_space(head):
     volume, affine, mask = head
     centre = (affine @ [23.5, 23.5, 23.5, 1])[:3]
     out, params = preprocess(
-        volume, affine, mask=mask, shape=(48, 48, 48), voxel_size=1,
-        percentile=100, center=centre,
+        volume,
+        affine,
+        mask=mask,
+        shape=(48, 48, 48),
+        voxel_size=1,
+        percentile=100,
+        center=centre,
     )
     back = postprocess(out, params)
     assert back.shape == volume.shape
@@ -52,7 +58,9 @@ def test_roundtrip_returns_to_input_space(head):
 
 def test_downsampled_roundtrip_is_close(head):
     volume, affine, mask = head
-    out, params = preprocess(volume, affine, mask=mask, shape=(24, 24, 24), voxel_size=2)
+    out, params = preprocess(
+        volume, affine, mask=mask, shape=(24, 24, 24), voxel_size=2
+    )
     back = postprocess(out, params)
     corr = np.corrcoef(back[mask], volume[mask])[0, 1]
     assert corr > 0.9

@@ -24,10 +24,14 @@ def test_nearest_code_and_straight_through():
     z = np.array([[[[[0.9, 0.1], [0.1, 0.8], [4.0, 6.0]]]]], np.float32)
     quantized, idx = q(z)
     npt.assert_array_equal(keras.ops.convert_to_numpy(idx).ravel(), [1, 2, 3])
-    npt.assert_allclose(keras.ops.convert_to_numpy(quantized)[0, 0, 0], codes[[1, 2, 3]])
+    npt.assert_allclose(
+        keras.ops.convert_to_numpy(quantized)[0, 0, 0], codes[[1, 2, 3]]
+    )
     # commitment loss: 0.25 * mean squared distance to the chosen codes
     expected = 0.25 * np.mean((codes[[1, 2, 3]] - z[0, 0, 0]) ** 2)
-    npt.assert_allclose(float(keras.ops.convert_to_numpy(q.losses[0])), expected, rtol=1e-5)
+    npt.assert_allclose(
+        float(keras.ops.convert_to_numpy(q.losses[0])), expected, rtol=1e-5
+    )
 
 
 def test_ema_moves_codes_to_cluster_means():

@@ -16,20 +16,27 @@ def test_linear_betas_and_alphas_cumprod():
 
 def test_linear_betas_scale_with_timesteps():
     npt.assert_allclose(make_betas("linear", 100)[[0, -1]], [1e-3, 0.2])
-    npt.assert_allclose(make_betas("linear", 10, beta_start=0.1, beta_end=0.2)[[0, -1]], [0.1, 0.2])
+    npt.assert_allclose(
+        make_betas("linear", 10, beta_start=0.1, beta_end=0.2)[[0, -1]], [0.1, 0.2]
+    )
 
 
 def test_scaled_linear_betas():
     betas = make_betas("scaled_linear", 1000)
     npt.assert_allclose(betas[[0, -1]], [0.0015, 0.0205])
-    npt.assert_allclose(np.sqrt(betas[500]), np.linspace(np.sqrt(0.0015), np.sqrt(0.0205), 1000)[500])
+    npt.assert_allclose(
+        np.sqrt(betas[500]), np.linspace(np.sqrt(0.0015), np.sqrt(0.0205), 1000)[500]
+    )
 
 
 def test_cosine_alphas_cumprod_closed_form():
     T, s = 1000, 0.008
     sched = NoiseSchedule(T, "cosine")
     t = np.arange(1, T + 1)
-    f = np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2
+    f = (
+        np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2
+        / np.cos(s / (1 + s) * np.pi / 2) ** 2
+    )
     # equal wherever the 0.999 clip of the betas did not act (all but the end)
     npt.assert_allclose(sched.alphas_cumprod[:-1], f[:-1], rtol=1e-10)
     assert sched.betas.max() <= 0.999
@@ -65,12 +72,16 @@ def test_ops_versions_match_numpy():
     noise = rng.standard_normal(x0.shape).astype(np.float32)
     t = np.array([3, 40])
     npt.assert_allclose(
-        keras.ops.convert_to_numpy(s.q_sample_ops(x0, noise, t)), s.q_sample(x0, noise, t),
-        rtol=1e-5, atol=1e-6,
+        keras.ops.convert_to_numpy(s.q_sample_ops(x0, noise, t)),
+        s.q_sample(x0, noise, t),
+        rtol=1e-5,
+        atol=1e-6,
     )
     npt.assert_allclose(
-        keras.ops.convert_to_numpy(s.target_ops(x0, noise, t)), s.target(x0, noise, t),
-        rtol=1e-5, atol=1e-6,
+        keras.ops.convert_to_numpy(s.target_ops(x0, noise, t)),
+        s.target(x0, noise, t),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

@@ -8,8 +8,8 @@ from scipy import ndimage
 
 pytest.importorskip("keras")
 
-from dipy_ext.nn.vqvae import VQVAE3D  # noqa: E402
 from dipy_ext.metrics import psnr  # noqa: E402
+from dipy_ext.nn.vqvae import VQVAE3D  # noqa: E402
 
 from .conftest import SHAPE  # noqa: E402
 

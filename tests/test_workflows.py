@@ -2,8 +2,10 @@
 
 import json
 import os
+from pathlib import Path
 import shutil
 import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -31,9 +33,13 @@ def t1_folder(tmp_path_factory):
     affine[:3, 3] = -31
     for i, v in enumerate(phantom_cohort(6, (32, 32, 32), rng=0, atrophy=[0, 1] * 3)):
         nib.save(nib.Nifti1Image(v * 800, affine), folder / f"sub{i}_T1w.nii.gz")
-        nib.save(nib.Nifti1Image((v > 0).astype(np.uint8), affine), folder / f"sub{i}_mask.nii.gz")
+        nib.save(
+            nib.Nifti1Image((v > 0).astype(np.uint8), affine),
+            folder / f"sub{i}_mask.nii.gz",
+        )
     (folder / "conditions.csv").write_text(
-        "file,age,sex\n" + "".join(f"sub{i}_T1w.nii.gz,{60 + i},{i % 2}\n" for i in range(6))
+        "file,age,sex\n"
+        + "".join(f"sub{i}_T1w.nii.gz,{60 + i},{i % 2}\n" for i in range(6))
     )
     return folder
 
@@ -73,8 +79,12 @@ def trained_files(t1_folder, tmp_path_factory):
 
 
 def test_training_flows_write_models_and_curves(trained_files):
-    for name in ("vqvae3d.npz", "vqvae3d_training.png", "latent_diffusion3d.npz",
-                 "latent_diffusion3d_training.png"):
+    for name in (
+        "vqvae3d.npz",
+        "vqvae3d_training.png",
+        "latent_diffusion3d.npz",
+        "latent_diffusion3d_training.png",
+    ):
         assert (trained_files / name).stat().st_size > 0
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
@@ -89,10 +99,19 @@ def test_training_flows_write_models_and_curves(trained_files):
 def test_synthesize_flow(trained_files, tmp_path):
     model = str(trained_files / "latent_diffusion3d.npz")
     flow = SynthesizeBrainFlow()
-    flow.run(model_file=model, num_samples=3, num_inference_steps=5, batch_size=2,
-             conditions=["age=70", "sex=1"], guidance_scale=2.0, out_dir=str(tmp_path))
+    flow.run(
+        model_file=model,
+        num_samples=3,
+        num_inference_steps=5,
+        batch_size=2,
+        conditions=["age=70", "sex=1"],
+        guidance_scale=2.0,
+        out_dir=str(tmp_path),
+    )
     files = sorted(tmp_path.glob("synthetic_brain_*.nii.gz"))
-    assert [f.name for f in files] == [f"synthetic_brain_00{i}.nii.gz" for i in range(3)]
+    assert [f.name for f in files] == [
+        f"synthetic_brain_00{i}.nii.gz" for i in range(3)
+    ]
     img = nib.load(files[0])
     assert img.shape == GRID
     npt.assert_allclose(np.diag(img.affine)[:3], [4, 4, 4])
@@ -102,11 +121,23 @@ def test_synthesize_flow(trained_files, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left
     # same seed, same volumes; existing outputs refused without --force
     with pytest.raises(ValueError, match="exists.*--force"):
-        SynthesizeBrainFlow().run(model_file=model, num_samples=3, num_inference_steps=5,
-                                  conditions=["age=70", "sex=1"], out_dir=str(tmp_path))
+        SynthesizeBrainFlow().run(
+            model_file=model,
+            num_samples=3,
+            num_inference_steps=5,
+            conditions=["age=70", "sex=1"],
+            out_dir=str(tmp_path),
+        )
     again = SynthesizeBrainFlow(force=True)
-    again.run(model_file=model, num_samples=3, num_inference_steps=5, batch_size=2,
-              conditions=["age=70", "sex=1"], guidance_scale=2.0, out_dir=str(tmp_path))
+    again.run(
+        model_file=model,
+        num_samples=3,
+        num_inference_steps=5,
+        batch_size=2,
+        conditions=["age=70", "sex=1"],
+        guidance_scale=2.0,
+        out_dir=str(tmp_path),
+    )
     npt.assert_array_equal(np.asarray(nib.load(files[0]).dataobj), data)
 
 
@@ -121,9 +152,12 @@ def test_synthesize_flow(trained_files, tmp_path):
     ],
 )
 def test_synthesize_flow_bad_input(trained_files, tmp_path, kwargs, message):
-    args = {"model_file": str(trained_files / "latent_diffusion3d.npz"),
-            "conditions": ["age=70", "sex=1"], "num_inference_steps": 2,
-            "out_dir": str(tmp_path)}
+    args = {
+        "model_file": str(trained_files / "latent_diffusion3d.npz"),
+        "conditions": ["age=70", "sex=1"],
+        "num_inference_steps": 2,
+        "out_dir": str(tmp_path),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         SynthesizeBrainFlow().run(**args)
@@ -139,7 +173,9 @@ def test_synthesize_flow_model_errors(trained_files, tmp_path):
     with pytest.raises(ValueError, match="not a readable dipy_ext model"):
         SynthesizeBrainFlow().run(model_file=str(corrupt), out_dir=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="does not exist"):
-        SynthesizeBrainFlow().run(model_file=str(tmp_path / "nope.npz"), out_dir=str(tmp_path / "o"))
+        SynthesizeBrainFlow().run(
+            model_file=str(tmp_path / "nope.npz"), out_dir=str(tmp_path / "o")
+        )
 
 
 def test_unwritable_out_dir(trained_files, tmp_path):
@@ -152,8 +188,9 @@ def test_unwritable_out_dir(trained_files, tmp_path):
         out.mkdir()
         out.chmod(0o500)
     with pytest.raises(ValueError, match="cannot write to output folder"):
-        SynthesizeBrainFlow().run(model_file=str(trained_files / "latent_diffusion3d.npz"),
-                                  out_dir=str(out))
+        SynthesizeBrainFlow().run(
+            model_file=str(trained_files / "latent_diffusion3d.npz"), out_dir=str(out)
+        )
 
 
 def test_train_flow_bad_inputs(t1_folder, tmp_path):
@@ -185,12 +222,19 @@ def test_vqvae_training_resumes_after_interruption(t1_folder, tmp_path):
     from dipy_ext.nn.vqvae import VQVAE3D
 
     vols = phantom_cohort(4, GRID, rng=0)
-    kw = {"input_shape": GRID, "channels": (8, 16), "num_res_blocks": 1,
-          "num_embeddings": 16, "embedding_dim": 4, "seed": 0}
+    kw = {
+        "input_shape": GRID,
+        "channels": (8, 16),
+        "num_res_blocks": 1,
+        "num_embeddings": 16,
+        "embedding_dim": 4,
+        "seed": 0,
+    }
     ckpt = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        VQVAE3D(**kw).fit(vols, epochs=4, batch_size=2, checkpoint_dir=ckpt,
-                          callbacks=[StopAfter()])
+        VQVAE3D(**kw).fit(
+            vols, epochs=4, batch_size=2, checkpoint_dir=ckpt, callbacks=[StopAfter()]
+        )
     assert any(ckpt.iterdir())
     history = VQVAE3D(**kw).fit(vols, epochs=4, batch_size=2, checkpoint_dir=ckpt)
     assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
@@ -199,29 +243,51 @@ def test_vqvae_training_resumes_after_interruption(t1_folder, tmp_path):
 
 def test_evaluate_flow(t1_folder, trained_files, tmp_path):
     synth = tmp_path / "synth"
-    SynthesizeBrainFlow().run(model_file=str(trained_files / "latent_diffusion3d.npz"),
-                              num_samples=4, num_inference_steps=3,
-                              conditions=["age=70", "sex=1"], out_dir=str(synth))
+    SynthesizeBrainFlow().run(
+        model_file=str(trained_files / "latent_diffusion3d.npz"),
+        num_samples=4,
+        num_inference_steps=3,
+        conditions=["age=70", "sex=1"],
+        out_dir=str(synth),
+    )
     out = tmp_path / "eval"
     with pytest.raises(ValueError, match="--resample"):
-        EvaluateSynthesisFlow().run(str(t1_folder / "*_T1w.nii.gz"),
-                                    str(synth / "*.nii.gz"), out_dir=str(out))
-    EvaluateSynthesisFlow().run(str(t1_folder / "*_T1w.nii.gz"), str(synth / "*.nii.gz"),
-                                resample=True, max_pairs=5, out_dir=str(out))
+        EvaluateSynthesisFlow().run(
+            str(t1_folder / "*_T1w.nii.gz"), str(synth / "*.nii.gz"), out_dir=str(out)
+        )
+    EvaluateSynthesisFlow().run(
+        str(t1_folder / "*_T1w.nii.gz"),
+        str(synth / "*.nii.gz"),
+        resample=True,
+        max_pairs=5,
+        out_dir=str(out),
+    )
     report = json.loads((out / "evaluation.json").read_text())
     assert report["n_real"] == 6 and report["n_synthetic"] == 4
     assert report["features"] == "stats"
-    for key in ("diversity", "frechet_distance", "mmd2_rbf", "prdc", "memorization",
-                "classifier_two_sample_test", "tissue"):
+    for key in (
+        "diversity",
+        "frechet_distance",
+        "mmd2_rbf",
+        "prdc",
+        "memorization",
+        "classifier_two_sample_test",
+        "tissue",
+    ):
         assert key in report
     assert (out / "evaluation.png").stat().st_size > 0
     with pytest.raises(ValueError, match="at least 2 volumes"):
-        EvaluateSynthesisFlow().run(str(t1_folder / "sub0_T1w.nii.gz"),
-                                    str(synth / "*.nii.gz"), out_dir=str(tmp_path / "e2"))
+        EvaluateSynthesisFlow().run(
+            str(t1_folder / "sub0_T1w.nii.gz"),
+            str(synth / "*.nii.gz"),
+            out_dir=str(tmp_path / "e2"),
+        )
 
 
 def _script(name):
-    path = shutil.which(name)
+    """The installed console script: beside this Python (a venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    path = str(beside) if beside.exists() else shutil.which(name)
     if path is None:
         pytest.skip(f"{name} is not installed (pip install the package)")
     return path
@@ -229,12 +295,19 @@ def _script(name):
 
 def _call(args, **kw):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kw)
+    return subprocess.run(
+        args, capture_output=True, text=True, env=env, timeout=600, **kw
+    )
 
 
 def test_console_scripts_help():
-    for name in ("dipy_synthesize_brain", "dipy_train_vqvae3d", "dipy_train_latent_diffusion3d",
-                 "dipy_evaluate_synthesis", "dipy_fetch_nfbs"):
+    for name in (
+        "dipy_synthesize_brain",
+        "dipy_train_vqvae3d",
+        "dipy_train_latent_diffusion3d",
+        "dipy_evaluate_synthesis",
+        "dipy_fetch_nfbs",
+    ):
         result = _call([_script(name), "--help"])
         assert result.returncode == 0, result.stderr
         assert "usage" in result.stdout
@@ -243,8 +316,20 @@ def test_console_scripts_help():
 def test_synthesize_console_script(trained_files, tmp_path):
     script = _script("dipy_synthesize_brain")
     model = str(trained_files / "latent_diffusion3d.npz")
-    args = [script, "--model_file", model, "--num_samples", "2", "--num_inference_steps", "3",
-            "--conditions", "age=65", "sex=0", "--out_dir", str(tmp_path)]
+    args = [
+        script,
+        "--model_file",
+        model,
+        "--num_samples",
+        "2",
+        "--num_inference_steps",
+        "3",
+        "--conditions",
+        "age=65",
+        "sex=0",
+        "--out_dir",
+        str(tmp_path),
+    ]
     result = _call(args)
     assert result.returncode == 0, result.stderr
     assert len(list(tmp_path.glob("synthetic_brain_*.nii.gz"))) == 2
@@ -252,12 +337,25 @@ def test_synthesize_console_script(trained_files, tmp_path):
     # existing outputs: a one-line error and a non-zero exit; --force overwrites
     again = _call(args)
     assert again.returncode != 0
-    assert again.stderr.strip().splitlines()[-1].startswith("dipy_synthesize_brain: error:")
+    assert (
+        again.stderr.strip()
+        .splitlines()[-1]
+        .startswith("dipy_synthesize_brain: error:")
+    )
     assert "--force" in again.stderr
     assert _call([*args, "--force"]).returncode == 0
     # bad input: one line on stderr, non-zero exit
-    bad = _call([script, "--model_file", model, "--num_samples", "0", "--out_dir",
-                 str(tmp_path / "x")])
+    bad = _call(
+        [
+            script,
+            "--model_file",
+            model,
+            "--num_samples",
+            "0",
+            "--out_dir",
+            str(tmp_path / "x"),
+        ]
+    )
     assert bad.returncode != 0
     assert "num_samples should be >= 1" in bad.stderr.strip().splitlines()[-1]
 
@@ -271,36 +369,71 @@ def test_default_model_synthesizes_one_volume(tmp_path):
 
     model = LatentDiffusion3D.load(path)
     assert model.condition_dim == 0
-    result = _call([_script("dipy_synthesize_brain"), "--num_samples", "1",
-                    "--num_inference_steps", "10", "--out_dir", str(tmp_path)])
+    result = _call(
+        [
+            _script("dipy_synthesize_brain"),
+            "--num_samples",
+            "1",
+            "--num_inference_steps",
+            "10",
+            "--out_dir",
+            str(tmp_path),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     img = nib.load(tmp_path / "synthetic_brain_000.nii.gz")
     assert img.shape == model.output_shape
     data = np.asarray(img.dataobj)
     assert data.max() > 0.5 and (data > 0.05).mean() > 0.1  # a brain, not empty
     # an unconditional model refuses conditions
-    bad = _call([_script("dipy_synthesize_brain"), "--conditions", "age=60",
-                 "--out_dir", str(tmp_path / "c")])
+    bad = _call(
+        [
+            _script("dipy_synthesize_brain"),
+            "--conditions",
+            "age=60",
+            "--out_dir",
+            str(tmp_path / "c"),
+        ]
+    )
     assert bad.returncode != 0
     assert "unconditional" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())
 
 
 def test_fetch_console_script_against_local_server(tmp_path):
-    from .test_fetcher import MD5, _Handler  # noqa: F401
     from http.server import ThreadingHTTPServer
     import threading
+
+    from .test_fetcher import MD5, _Handler  # noqa: F401
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/good.tar.gz"
-        result = _call([_script("dipy_fetch_nfbs"), "--data_home", str(tmp_path),
-                        "--url", url, "--md5", MD5])
+        result = _call(
+            [
+                _script("dipy_fetch_nfbs"),
+                "--data_home",
+                str(tmp_path),
+                "--url",
+                url,
+                "--md5",
+                MD5,
+            ]
+        )
         assert result.returncode == 0, result.stderr
         assert "NFBS: 2 subjects" in result.stdout + result.stderr
-        bad = _call([_script("dipy_fetch_nfbs"), "--data_home", str(tmp_path / "b"),
-                     "--url", url.replace("good", "corrupt"), "--md5", MD5])
+        bad = _call(
+            [
+                _script("dipy_fetch_nfbs"),
+                "--data_home",
+                str(tmp_path / "b"),
+                "--url",
+                url.replace("good", "corrupt"),
+                "--md5",
+                MD5,
+            ]
+        )
         assert bad.returncode != 0 and "md5" in bad.stderr
     finally:
         httpd.shutdown()

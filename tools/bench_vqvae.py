@@ -110,14 +110,23 @@ def quality(args):
     from dipy_ext.metrics import psnr, ssim
 
     shape = (args.shape,) * 3
-    train = phantom_cohort(args.train, shape, rng=args.seed, atrophy=np.linspace(0, 1, args.train))
-    val = phantom_cohort(args.val, shape, rng=args.seed + 1000, atrophy=np.linspace(0, 1, args.val))
+    train = phantom_cohort(
+        args.train, shape, rng=args.seed, atrophy=np.linspace(0, 1, args.train)
+    )
+    val = phantom_cohort(
+        args.val, shape, rng=args.seed + 1000, atrophy=np.linspace(0, 1, args.val)
+    )
     vq = build(args, args.quality_precision == "bf16")
     steps_per_epoch = int(np.ceil(args.train / args.batch))
     epochs = max(1, round(args.steps / steps_per_epoch))
     t0 = time.perf_counter()
-    history = vq.fit(train, epochs=epochs, batch_size=args.batch, learning_rate=args.lr,
-                     flip_augment=True)
+    history = vq.fit(
+        train,
+        epochs=epochs,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        flip_augment=True,
+    )
     train_s = time.perf_counter() - t0
     recon = vq.predict(val, batch_size=args.batch)
     p = [psnr(v, r) for v, r in zip(val, recon)]
@@ -142,37 +151,55 @@ def main(argv=None):
     args = parse(argv)
     if args.phase:
         return speed_phase(args, args.phase)
-    print(f"VQVAE3D benchmark: {args.shape}^3 phantoms, channels {args.channels}, "
-          f"res blocks {args.res_blocks}, {args.codes} codes x {args.dim}, "
-          f"batch {args.batch}")
+    print(
+        f"VQVAE3D benchmark: {args.shape}^3 phantoms, channels {args.channels}, "
+        f"res blocks {args.res_blocks}, {args.codes} codes x {args.dim}, "
+        f"batch {args.batch}"
+    )
     if not args.skip_speed:
         rows = []
         for precision in ("fp32", "bf16"):
             out = subprocess.run(
-                [sys.executable, __file__, *(argv or sys.argv[1:]), "--phase", precision],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    *(argv or sys.argv[1:]),
+                    "--phase",
+                    precision,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"params: {rows[0]['params']:,}")
-        print(f"{'precision':10s}{'train s/step':>14s}{'train Mvox/s':>14s}"
-              f"{'encode vol/s':>14s}{'decode vol/s':>14s}{'peak RSS GiB':>14s}")
+        print(
+            f"{'precision':10s}{'train s/step':>14s}{'train Mvox/s':>14s}"
+            f"{'encode vol/s':>14s}{'decode vol/s':>14s}{'peak RSS GiB':>14s}"
+        )
         for r in rows:
-            print(f"{r['precision']:10s}{r['train_step_s']:14.3f}"
-                  f"{r['train_voxels_per_s'] / 1e6:14.2f}{r['encode_volumes_per_s']:14.2f}"
-                  f"{r['decode_volumes_per_s']:14.2f}{r['peak_rss_gib']:14.2f}")
+            print(
+                f"{r['precision']:10s}{r['train_step_s']:14.3f}"
+                f"{r['train_voxels_per_s'] / 1e6:14.2f}{r['encode_volumes_per_s']:14.2f}"
+                f"{r['decode_volumes_per_s']:14.2f}{r['peak_rss_gib']:14.2f}"
+            )
         f32, b16 = rows
-        print(f"bf16 / fp32 speed-up: training "
-              f"{f32['train_step_s'] / b16['train_step_s']:.2f}x, encode "
-              f"{b16['encode_volumes_per_s'] / f32['encode_volumes_per_s']:.2f}x, decode "
-              f"{b16['decode_volumes_per_s'] / f32['decode_volumes_per_s']:.2f}x")
+        print(
+            f"bf16 / fp32 speed-up: training "
+            f"{f32['train_step_s'] / b16['train_step_s']:.2f}x, encode "
+            f"{b16['encode_volumes_per_s'] / f32['encode_volumes_per_s']:.2f}x, decode "
+            f"{b16['decode_volumes_per_s'] / f32['decode_volumes_per_s']:.2f}x"
+        )
     if args.steps > 0:
         q = quality(args)
-        print(f"quality after {q['steps']} steps ({q['precision']}, "
-              f"{q['train_minutes']:.1f} min): held-out PSNR {q['heldout_psnr_db']:.2f} dB "
-              f"(min {q['heldout_psnr_min_db']:.2f}), SSIM {q['heldout_ssim']:.4f} "
-              f"(min {q['heldout_ssim_min']:.4f}), codebook usage "
-              f"{q['heldout_codebook_usage']:.1%}, perplexity "
-              f"{q['heldout_perplexity']:.1f}, final train L1 {q['final_train_l1']:.4f}")
+        print(
+            f"quality after {q['steps']} steps ({q['precision']}, "
+            f"{q['train_minutes']:.1f} min): held-out PSNR {q['heldout_psnr_db']:.2f} dB "
+            f"(min {q['heldout_psnr_min_db']:.2f}), SSIM {q['heldout_ssim']:.4f} "
+            f"(min {q['heldout_ssim_min']:.4f}), codebook usage "
+            f"{q['heldout_codebook_usage']:.1%}, perplexity "
+            f"{q['heldout_perplexity']:.1f}, final train L1 {q['final_train_l1']:.4f}"
+        )
 
 
 if __name__ == "__main__":

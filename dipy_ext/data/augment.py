@@ -54,13 +54,23 @@ def warp_onto_grid(
     idx = np.indices(grid_shape, dtype=np.float64).reshape(3, -1)
     world = grid_affine[:3, :3] @ idx + grid_affine[:3, 3:4]
     if transform is not None:
-        centre = grid_affine[:3, :3] @ ((np.asarray(grid_shape) - 1) / 2) + grid_affine[:3, 3]
-        world = transform[:3, :3] @ (world - centre[:, None]) + centre[:, None] + transform[:3, 3:4]
+        centre = (
+            grid_affine[:3, :3] @ ((np.asarray(grid_shape) - 1) / 2)
+            + grid_affine[:3, 3]
+        )
+        world = (
+            transform[:3, :3] @ (world - centre[:, None])
+            + centre[:, None]
+            + transform[:3, 3:4]
+        )
     if displacement_mm > 0:
         vox = np.sqrt((grid_affine[:3, :3] ** 2).sum(axis=0)).mean()
         sigma = smoothness_mm / vox
         world = world + np.stack(
-            [smooth_field(rng, grid_shape, sigma, displacement_mm).ravel() for _ in range(3)]
+            [
+                smooth_field(rng, grid_shape, sigma, displacement_mm).ravel()
+                for _ in range(3)
+            ]
         )
     inv = np.linalg.inv(affine)
     coords = inv[:3, :3] @ world + inv[:3, 3:4]

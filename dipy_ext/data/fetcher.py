@@ -12,16 +12,15 @@ import os
 from pathlib import Path
 import shutil
 import tarfile
-import zlib
 from urllib.error import URLError
 from urllib.request import urlopen
+import zlib
 
 from dipy.utils.logging import logger
 from tqdm.auto import tqdm
 
 NFBS_URL = (
-    "https://fcp-indi.s3.amazonaws.com/data/Projects/RocklandSample/"
-    "NFBS_Dataset.tar.gz"
+    "https://fcp-indi.s3.amazonaws.com/data/Projects/RocklandSample/NFBS_Dataset.tar.gz"
 )
 # The NFBS distributors publish no checksum. When md5 is None the download is
 # checked for completeness and readability, and the md5 it had is recorded in
@@ -115,8 +114,9 @@ def _extract(archive, folder):
     return tmp
 
 
-def fetch_nfbs(*, data_home=None, url=NFBS_URL, md5=NFBS_MD5, keep_archive=False,
-               progress=True):
+def fetch_nfbs(
+    *, data_home=None, url=NFBS_URL, md5=NFBS_MD5, keep_archive=False, progress=True
+):
     """Download and extract the NFBS data set (125 skull-stripped T1w).
 
     Parameters

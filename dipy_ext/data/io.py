@@ -141,7 +141,9 @@ def preprocess_cohort(inputs, *, masks=None, cache_file=None, progress=True, **g
 def _allocate(shape, cache_file):
     if cache_file is None:
         return np.zeros(shape, np.float32)
-    return np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.float32, shape=shape)
+    return np.lib.format.open_memmap(
+        cache_file, mode="w+", dtype=np.float32, shape=shape
+    )
 
 
 def load_cohort_cache(cache_file):

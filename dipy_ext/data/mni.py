@@ -26,7 +26,7 @@ MNI_NOTICE = (
     "without fee is hereby granted, provided that the above copyright notice "
     "appear in all copies. The authors and McGill University make no "
     "representations about the suitability of this software for any purpose. "
-    "It is provided \"as is\" without express or implied warranty. The authors "
+    'It is provided "as is" without express or implied warranty. The authors '
     "are not responsible for any data loss, equipment damage, property loss, "
     "or injury to subjects or patients resulting from the use or misuse of "
     "this software package. References: Fonov et al., NeuroImage 47 (2009) "
@@ -63,7 +63,11 @@ def load_mni_template():
     folder = _nilearn_data()
 
     def load(name):
-        img = nib.load(os.path.join(folder, f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"))
+        img = nib.load(
+            os.path.join(
+                folder, f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
+            )
+        )
         return np.asarray(img.dataobj, dtype=np.float32), img.affine
 
     t1, affine = load("t1")
@@ -113,13 +117,17 @@ def mni_cohort(
     volumes = np.empty((n, *shape), np.float32)
     for i in tqdm(range(n), desc="MNI cohort", disable=not progress):
         warp = {
-            "transform": random_rigid_scale(rng, rotation_deg=rotation_deg, scale=scale),
+            "transform": random_rigid_scale(
+                rng, rotation_deg=rotation_deg, scale=scale
+            ),
             "displacement_mm": displacement_mm,
             "smoothness_mm": smoothness_mm,
         }
         state = rng.integers(2**32)
         v = warp_onto_grid(smooth, affine, shape, grid, rng=state, **warp)
-        m = warp_onto_grid(mask.astype(np.float32), affine, shape, grid, rng=state, **warp)
+        m = warp_onto_grid(
+            mask.astype(np.float32), affine, shape, grid, rng=state, **warp
+        )
         v = v * (m > 0.5)
         if intensity:
             v = random_intensity(v, rng)

@@ -58,9 +58,11 @@ def _labels(shape, rng, atrophy):
         thal = (dx / 0.14) ** 2 + ((y + 0.12) / 0.18) ** 2 + ((z + 0.05) / 0.14) ** 2
         labels[thal < 1] = LABELS["gm"]
         vx = x - side * (0.10 + 0.05 * atrophy) * radii[0]
-        vent = (vx / vent_size) ** 2 + ((y - 0.05) / (2.4 * vent_size + 0.1)) ** 2 + (
-            (z - 0.12) / (1.2 * vent_size)
-        ) ** 2
+        vent = (
+            (vx / vent_size) ** 2
+            + ((y - 0.05) / (2.4 * vent_size + 0.1)) ** 2
+            + ((z - 0.12) / (1.2 * vent_size)) ** 2
+        )
         labels[vent < 1] = LABELS["csf"]
     return labels
 
@@ -70,10 +72,10 @@ def _deform(labels, rng, strength):
     shape = labels.shape
     sigma = max(shape) / 8
     amplitude = strength * max(shape) / 32
-    coords = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
-    warped = [
-        c + smooth_field(rng, shape, sigma, amplitude) for c in coords
-    ]
+    coords = np.meshgrid(
+        *[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"
+    )
+    warped = [c + smooth_field(rng, shape, sigma, amplitude) for c in coords]
     return ndimage.map_coordinates(labels, warped, order=0, mode="constant")
 
 

@@ -31,14 +31,22 @@ def stats_features(volume):
     grad = np.sqrt(sum(g**2 for g in np.gradient(v)))
     g_brain = grad[brain] if brain.any() else grad.ravel()
     lap = ndimage.laplace(v)
-    com = np.asarray(ndimage.center_of_mass(brain)) / np.asarray(v.shape) if brain.any() else np.zeros(3)
+    com = (
+        np.asarray(ndimage.center_of_mass(brain)) / np.asarray(v.shape)
+        if brain.any()
+        else np.zeros(3)
+    )
     thumb = _pool(v, 4)
     return np.concatenate(
         [
             hist,
             pct,
             [values.mean(), values.std(), brain.mean()],
-            [g_brain.mean(), g_brain.std(), np.abs(lap[brain]).mean() if brain.any() else 0.0],
+            [
+                g_brain.mean(),
+                g_brain.std(),
+                np.abs(lap[brain]).mean() if brain.any() else 0.0,
+            ],
             com,
             thumb.ravel(),
         ]
@@ -48,7 +56,9 @@ def stats_features(volume):
 def _pool(v, n):
     """Average-pool a 3D array to about ``n`` cells per axis."""
     zoom = [n / s for s in v.shape]
-    return ndimage.zoom(ndimage.uniform_filter(v, [max(1, s // n) for s in v.shape]), zoom, order=1)
+    return ndimage.zoom(
+        ndimage.uniform_filter(v, [max(1, s // n) for s in v.shape]), zoom, order=1
+    )
 
 
 class FeatureExtractor:
@@ -74,9 +84,13 @@ def vqvae_features(vqvae):
     """Pooled pre-quantisation encoder features of a VQVAE3D (batched)."""
 
     def extract(volumes):
-        z = np.asarray(vqvae.encoder.predict(volumes[..., None], batch_size=2, verbose=0))
+        z = np.asarray(
+            vqvae.encoder.predict(volumes[..., None], batch_size=2, verbose=0)
+        )
         axes = (1, 2, 3)
-        coarse = np.stack([_pool(zi[..., c], 2) for zi in z for c in range(z.shape[-1])])
+        coarse = np.stack(
+            [_pool(zi[..., c], 2) for zi in z for c in range(z.shape[-1])]
+        )
         coarse = coarse.reshape(len(z), -1)
         return np.concatenate([z.mean(axis=axes), z.std(axis=axes), coarse], axis=1)
 
@@ -108,7 +122,9 @@ def get_feature_extractor(spec="stats"):
 
         model = keras.saving.load_model(path, compile=False)
         return FeatureExtractor(
-            lambda v: model.predict(v[..., None], verbose=0), f"keras:{path.name}", batched=True
+            lambda v: model.predict(v[..., None], verbose=0),
+            f"keras:{path.name}",
+            batched=True,
         )
     from dipy_ext.nn.model_file import load_model_file
 

@@ -53,7 +53,9 @@ def evaluate_synthesis(
     synthetic = np.asarray(synthetic, dtype=np.float32)
     for name, s in (("real", real), ("synthetic", synthetic)):
         if s.ndim != 4 or len(s) < 2:
-            raise ValueError(f"the {name} set needs at least 2 volumes, got shape {s.shape}")
+            raise ValueError(
+                f"the {name} set needs at least 2 volumes, got shape {s.shape}"
+            )
     if real.shape[1:] != synthetic.shape[1:]:
         raise ValueError(
             f"real volumes {real.shape[1:]} and synthetic volumes "
@@ -88,7 +90,9 @@ def evaluate_synthesis(
         "mmd2_rbf": mmd2,
         "mmd_bandwidth": bandwidth,
         "prdc": prdc(f_real, f_syn),
-        "classifier_two_sample_test": classifier_two_sample_test(f_real, f_syn, seed=seed),
+        "classifier_two_sample_test": classifier_two_sample_test(
+            f_real, f_syn, seed=seed
+        ),
     }
     t0 = time.perf_counter()
     train = real if training is None else np.asarray(training, dtype=np.float32)

@@ -46,7 +46,9 @@ def diversity(volumes, *, max_pairs=100, seed=0, mask=None, data_range=1.0):
     """
     volumes = np.asarray(volumes)
     if volumes.ndim != 4 or len(volumes) < 2:
-        raise ValueError(f"diversity needs at least 2 volumes (N, X, Y, Z), got {volumes.shape}")
+        raise ValueError(
+            f"diversity needs at least 2 volumes (N, X, Y, Z), got {volumes.shape}"
+        )
     i, j = _pairs(len(volumes), max_pairs, np.random.default_rng(seed))
     values = [
         ms_ssim(volumes[a], volumes[b], mask=mask, data_range=data_range)

@@ -24,7 +24,11 @@ from dipy_ext.nn.model_file import (
     save_model_file,
 )
 from dipy_ext.nn.schedules import NoiseSchedule, guided
-from dipy_ext.nn.training import as_volume_batch, training_callbacks
+from dipy_ext.nn.training import (
+    as_volume_batch,
+    learning_rate_schedule,
+    training_callbacks,
+)
 from dipy_ext.nn.unet import build_unet
 from dipy_ext.nn.vqvae import VQVAE3D
 
@@ -40,8 +44,16 @@ class DiffusionTrainer(keras.Model):
     variable, so this trains on any Keras backend.
     """
 
-    def __init__(self, unet, schedule, *, condition_dim=0, condition_dropout=0.1,
-                 seed=None, **kwargs):
+    def __init__(
+        self,
+        unet,
+        schedule,
+        *,
+        condition_dim=0,
+        condition_dropout=0.1,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.unet = unet
         self.schedule = schedule
@@ -235,9 +247,7 @@ class LatentDiffusion3D:
     def _check_conditions(self, conditions, n, name="conditions"):
         if self.condition_dim == 0:
             if conditions is not None:
-                raise ValueError(
-                    f"this model is unconditional: {name} must be None"
-                )
+                raise ValueError(f"this model is unconditional: {name} must be None")
             return None
         if conditions is None:
             raise ValueError(
@@ -295,7 +305,7 @@ class LatentDiffusion3D:
         epochs : int, optional
         batch_size : int, optional
         learning_rate : float, optional
-            Adam learning rate.
+            Peak Adam learning rate (linear warm-up, then cosine decay).
         ema_momentum : float or None, optional
             Momentum of the weights' moving average used for sampling (about
             ``1 / (1 - ema_momentum)`` steps are averaged); None disables it.
@@ -331,12 +341,14 @@ class LatentDiffusion3D:
             val_cond = self._check_conditions(
                 validation_conditions, len(val_vols), "validation_conditions"
             )
-            val = LatentBatches(self.encode(val_vols), val_cond, batch_size, shuffle=False)
+            val = LatentBatches(
+                self.encode(val_vols), val_cond, batch_size, shuffle=False
+            )
         if not self.trainer.built:  # BackupAndRestore needs built variables
             self.trainer(train[0][0])
         self.trainer.compile(
             optimizer=keras.optimizers.Adam(
-                learning_rate,
+                learning_rate_schedule(learning_rate, epochs * len(train)),
                 use_ema=ema_momentum is not None,
                 ema_momentum=0.99 if ema_momentum is None else ema_momentum,
             ),
@@ -359,7 +371,9 @@ class LatentDiffusion3D:
             out = self.unet.predict_on_batch([x, tt])
             return np.asarray(out, np.float32)
         if guidance_scale == 1.0:
-            out = self.unet.predict_on_batch([x, tt, conditions, np.zeros(n, np.float32)])
+            out = self.unet.predict_on_batch(
+                [x, tt, conditions, np.zeros(n, np.float32)]
+            )
             return np.asarray(out, np.float32)
         both = self.unet.predict_on_batch(
             [
@@ -389,8 +403,12 @@ class LatentDiffusion3D:
 
         Arguments as for :meth:`predict`.
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-            raise ValueError(f"num_samples should be a positive integer, got {num_samples!r}")
+        if isinstance(num_samples, bool) or not isinstance(
+            num_samples, (int, np.integer)
+        ):
+            raise ValueError(
+                f"num_samples should be a positive integer, got {num_samples!r}"
+            )
         if num_samples < 1:
             raise ValueError(f"num_samples should be >= 1, got {num_samples}")
         if self.scale_factor is None:
@@ -409,8 +427,12 @@ class LatentDiffusion3D:
         noise = rng.standard_normal((num_samples, *shape)).astype(np.float32)
         out = np.empty_like(noise)
         batches = range(0, num_samples, batch_size)
-        with tqdm(total=len(batches) * len(steps), desc=f"{sampler} sampling",
-                  disable=not progress, unit="step") as bar:
+        with tqdm(
+            total=len(batches) * len(steps),
+            desc=f"{sampler} sampling",
+            disable=not progress,
+            unit="step",
+        ) as bar:
             for start in batches:
                 sl = slice(start, start + batch_size)
                 x = noise[sl]
@@ -419,8 +441,9 @@ class LatentDiffusion3D:
                     model_out = self._model_output(x, int(t), cond, guidance_scale)
                     if sampler == "ddim":
                         t_prev = int(steps[i + 1]) if i + 1 < len(steps) else -1
-                        x = self.schedule.ddim_step(model_out, int(t), t_prev, x,
-                                                    eta=eta, rng=rng)
+                        x = self.schedule.ddim_step(
+                            model_out, int(t), t_prev, x, eta=eta, rng=rng
+                        )
                     else:
                         x = self.schedule.ddpm_step(model_out, int(t), x, rng)
                     x = x.astype(np.float32)
@@ -482,8 +505,11 @@ class LatentDiffusion3D:
         return self.decode(latents, batch_size=batch_size)
 
     # ----------------------------------------------------------- save/load
-    def save(self, path):
-        """Write both models, the schedule, latent scaling and grid to one file."""
+    def save(self, path, *, half_precision=False):
+        """Write both models, the schedule, latent scaling and grid to one file.
+
+        ``half_precision`` stores the weights as float16 (half the size).
+        """
         if self.scale_factor is None:
             raise ValueError("this model is not trained: nothing worth saving")
         return save_model_file(
@@ -499,6 +525,7 @@ class LatentDiffusion3D:
                 "vqvae": model_weights(self.vqvae.network),
                 "unet": model_weights(self.unet),
             },
+            half_precision=half_precision,
         )
 
     @classmethod
@@ -517,8 +544,9 @@ class LatentDiffusion3D:
             mixed_precision=mixed_precision,
         )
         try:
-            model = cls(vq, **meta["config"], mixed_precision=mixed_precision,
-                        verbose=verbose)
+            model = cls(
+                vq, **meta["config"], mixed_precision=mixed_precision, verbose=verbose
+            )
             model.scale_factor = float(meta["scale_factor"])
             model.latent_shift = float(meta.get("latent_shift", 0.0))
         except (KeyError, TypeError, ValueError) as e:

@@ -39,7 +39,9 @@ class ResBlock3D(layers.Layer):
         kw = {"dtype": self.dtype_policy}
         self.norm1 = layers.GroupNormalization(_groups(in_channels, self.groups), **kw)
         self.conv1 = layers.Conv3D(self.channels, 3, padding="same", **kw)
-        self.norm2 = layers.GroupNormalization(_groups(self.channels, self.groups), **kw)
+        self.norm2 = layers.GroupNormalization(
+            _groups(self.channels, self.groups), **kw
+        )
         self.conv2 = layers.Conv3D(
             self.channels, 3, padding="same", kernel_initializer="zeros", **kw
         )
@@ -79,9 +81,7 @@ class ResBlock3D(layers.Layer):
 
 def downsample(channels, *, dtype=None, name=None):
     """Halve each spatial axis with a stride-2 3x3x3 convolution."""
-    return layers.Conv3D(
-        channels, 3, strides=2, padding="same", dtype=dtype, name=name
-    )
+    return layers.Conv3D(channels, 3, strides=2, padding="same", dtype=dtype, name=name)
 
 
 class Upsample3D(layers.Layer):
@@ -150,7 +150,11 @@ class Attention3D(layers.Layer):
         return x + self.out(h)
 
     def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "groups": self.groups}
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "groups": self.groups,
+        }
 
 
 def sinusoidal_embedding(timesteps, dim, *, max_period=10000.0):
@@ -189,4 +193,3 @@ class TimestepEmbedding(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim}
-

@@ -9,18 +9,18 @@ read without pickle, by numpy alone, on any Keras backend.
 """
 
 import json
-import os
 from pathlib import Path
-import tempfile
 import zipfile
 
 import numpy as np
+
+from dipy_ext._files import atomic_path
 
 FORMAT_VERSION = 1
 _META = "__meta__"
 
 
-def save_model_file(path, *, kind, meta, weights):
+def save_model_file(path, *, kind, meta, weights, half_precision=False):
     """Write a model file atomically (temporary file, then rename).
 
     Parameters
@@ -33,25 +33,27 @@ def save_model_file(path, *, kind, meta, weights):
         JSON-serialisable metadata.
     weights : dict of str -> list of ndarray
         Weight arrays per group, in ``model.weights`` order.
+    half_precision : bool, optional
+        Store float32 weights as float16 (half the size; loaded back as
+        float32, outputs then differ from the original at the 1e-3 level).
     """
     path = Path(path)
     payload = {
         _META: np.frombuffer(
-            json.dumps({"format_version": FORMAT_VERSION, "kind": kind, **meta}).encode(),
+            json.dumps(
+                {"format_version": FORMAT_VERSION, "kind": kind, **meta}
+            ).encode(),
             dtype=np.uint8,
         )
     }
     for group, arrays in weights.items():
         for i, array in enumerate(arrays):
-            payload[f"{group}/{i:04d}"] = np.asarray(array)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            array = np.asarray(array)
+            if half_precision and array.dtype == np.float32:
+                array = array.astype(np.float16)
+            payload[f"{group}/{i:04d}"] = array
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **payload)
     return path
 
 
@@ -77,9 +79,7 @@ def load_model_file(path, *, kind):
                 group = name.rsplit("/", 1)[0]
                 groups.setdefault(group, []).append(data[name])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(
-            f"'{path}' is not a readable dipy_ext model file ({e})"
-        ) from e
+        raise ValueError(f"'{path}' is not a readable dipy_ext model file ({e})") from e
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
@@ -115,4 +115,4 @@ def assign_weights(model, arrays, *, source):
                 f"{var.path} has shape {tuple(var.shape)}, file has {array.shape}"
             )
     for var, array in zip(variables, arrays):
-        var.assign(array)
+        var.assign(np.asarray(array).astype(var.dtype))

@@ -131,9 +131,9 @@ class VectorQuantizer(layers.Layer):
         ema_count = self.decay * self.ema_count + (1 - self.decay) * count
         ema_sum = self.decay * self.ema_sum + (1 - self.decay) * total
         n = ops.sum(ema_count)
-        smoothed = (ema_count + self.epsilon) / (
-            n + self.num_embeddings * self.epsilon
-        ) * n
+        smoothed = (
+            (ema_count + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
+        )
         embeddings = ema_sum / smoothed[:, None]
 
         # Dead-code restart: codes rarely chosen jump onto random batch vectors.
@@ -195,9 +195,7 @@ class CodebookUsage(keras.callbacks.Callback):
         self.quantizer = quantizer
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.quantizer.usage_count.assign(
-            ops.zeros_like(self.quantizer.usage_count)
-        )
+        self.quantizer.usage_count.assign(ops.zeros_like(self.quantizer.usage_count))
 
     def on_epoch_end(self, epoch, logs=None):
         usage, perplexity = usage_and_perplexity(

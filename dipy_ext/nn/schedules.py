@@ -171,7 +171,9 @@ class NoiseSchedule:
             raise ValueError(
                 f"num_inference_steps should be in 1..{self.num_timesteps}, got {n}"
             )
-        return np.unique(np.round(np.linspace(0, self.num_timesteps - 1, n)).astype(int))[::-1]
+        return np.unique(
+            np.round(np.linspace(0, self.num_timesteps - 1, n)).astype(int)
+        )[::-1]
 
     def ddim_step(self, model_output, t, t_prev, x_t, *, eta=0.0, rng=None, clip=None):
         """One DDIM step t -> t_prev (t_prev < 0 means "to x_0").
@@ -192,7 +194,9 @@ class NoiseSchedule:
         sigma = eta * np.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x_prev = np.sqrt(a_prev) * x0 + np.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
-            x_prev = x_prev + sigma * rng.standard_normal(np.shape(x_t)).astype(np.float32)
+            x_prev = x_prev + sigma * rng.standard_normal(np.shape(x_t)).astype(
+                np.float32
+            )
         return x_prev
 
 

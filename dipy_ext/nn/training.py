@@ -50,8 +50,7 @@ class ArrayBatches(keras.utils.PyDataset):
     """
 
     def __init__(
-        self, data, batch_size, *, shuffle=True, seed=None, flip_axis=None,
-        targets=True
+        self, data, batch_size, *, shuffle=True, seed=None, flip_axis=None, targets=True
     ):
         super().__init__()
         self.data = data
@@ -68,7 +67,9 @@ class ArrayBatches(keras.utils.PyDataset):
         return int(np.ceil(len(self.data) / self.batch_size))
 
     def __getitem__(self, index):
-        idx = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        idx = np.sort(
+            self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        )
         batch = np.asarray(self.data[idx], dtype=np.float32)
         if self.flip_axis is not None:
             # left-right flips: a symmetric brain is still a brain
@@ -81,6 +82,24 @@ class ArrayBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self.rng.shuffle(self.order)
+
+
+def learning_rate_schedule(learning_rate, total_steps, *, warmup_steps=None):
+    """Linear warm-up, then cosine decay to 1% over the whole run.
+
+    A constant rate leaves the weights jumping between epochs at the end of
+    training; decaying it settles them. ``total_steps`` counts the optimizer
+    steps of the run (epochs x batches per epoch).
+    """
+    total_steps = max(int(total_steps), 1)
+    warmup = min(100, total_steps // 10) if warmup_steps is None else warmup_steps
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=0.01,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
@@ -97,6 +116,9 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         # first, so an epoch is backed up before any other callback can fail
         out.insert(
-            0, keras.callbacks.BackupAndRestore(str(checkpoint_dir), double_checkpoint=True)
+            0,
+            keras.callbacks.BackupAndRestore(
+                str(checkpoint_dir), double_checkpoint=True
+            ),
         )
     return out

@@ -120,7 +120,11 @@ def build_unet(
     h = layers.GroupNormalization(_groups(channels[0], groups), dtype=dtype)(h)
     h = layers.Activation("silu", dtype=dtype)(h)
     out = layers.Conv3D(
-        latent_channels, 3, padding="same", kernel_initializer="zeros",
-        dtype="float32", name="prediction",
+        latent_channels,
+        3,
+        padding="same",
+        kernel_initializer="zeros",
+        dtype="float32",
+        name="prediction",
     )(h)
     return keras.Model(inputs, out, name="unet3d")

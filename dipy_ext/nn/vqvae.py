@@ -19,7 +19,12 @@ from dipy_ext.nn.model_file import (
     save_model_file,
 )
 from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
-from dipy_ext.nn.training import ArrayBatches, as_volume_batch, training_callbacks
+from dipy_ext.nn.training import (
+    ArrayBatches,
+    as_volume_batch,
+    learning_rate_schedule,
+    training_callbacks,
+)
 from dipy_ext.preprocessing import grid_affine
 
 
@@ -253,7 +258,7 @@ class VQVAE3D:
         epochs : int, optional
         batch_size : int, optional
         learning_rate : float, optional
-            Adam learning rate.
+            Peak Adam learning rate (linear warm-up, then cosine decay).
         validation_data : ndarray (M, X, Y, Z), optional
             Held-out volumes evaluated after each epoch (``val_`` metrics).
         callbacks : list of keras.callbacks.Callback, optional
@@ -281,7 +286,9 @@ class VQVAE3D:
             )
             val = ArrayBatches(val_data, batch_size, shuffle=False)
         self.network.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=keras.optimizers.Adam(
+                learning_rate_schedule(learning_rate, epochs * len(train))
+            ),
             loss=reconstruction_loss(self.loss, self.background_weight),
             metrics=[keras.metrics.MeanAbsoluteError(name="l1")],
         )
@@ -362,13 +369,17 @@ class VQVAE3D:
         return {"codebook_usage": usage, "perplexity": perplexity}
 
     # -------------------------------------------------------------- save/load
-    def save(self, path):
-        """Write the model (config, grid affine, weights) to one file."""
+    def save(self, path, *, half_precision=False):
+        """Write the model (config, grid affine, weights) to one file.
+
+        ``half_precision`` stores the weights as float16 (half the size).
+        """
         return save_model_file(
             path,
             kind="VQVAE3D",
             meta={"config": self.get_config()},
             weights={"vqvae": model_weights(self.network)},
+            half_precision=half_precision,
         )
 
     @classmethod
@@ -384,8 +395,13 @@ class VQVAE3D:
         weights do not match its declared architecture.
         """
         meta, weights = load_model_file(path, kind="VQVAE3D")
-        model = cls._from_meta(meta, weights, source=f"'{path}'",
-                               mixed_precision=mixed_precision, verbose=verbose)
+        model = cls._from_meta(
+            meta,
+            weights,
+            source=f"'{path}'",
+            mixed_precision=mixed_precision,
+            verbose=verbose,
+        )
         return model
 
     @classmethod

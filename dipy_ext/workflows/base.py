@@ -1,11 +1,12 @@
 """What the flows share: output checks, atomic writes, parsing helpers."""
 
-import os
 from pathlib import Path
 import tempfile
 
 import nibabel as nib
 import numpy as np
+
+from dipy_ext._files import atomic_path
 
 
 def output_dir(out_dir):
@@ -32,31 +33,17 @@ def check_outputs(paths, force):
 
 def save_nifti_atomic(path, data, affine):
     """Write a NIfTI file through a temporary name in the same folder."""
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    with atomic_path(path, suffix=suffix) as tmp:
         nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def write_text_atomic(path, text):
     """Write a text file (a JSON report) through a temporary name."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
 
 
 def parse_conditions(items, names):
@@ -67,9 +54,7 @@ def parse_conditions(items, names):
     items = [i for i in (items or []) if i]
     if not names:
         if items:
-            raise ValueError(
-                "this model is unconditional: it takes no --conditions"
-            )
+            raise ValueError("this model is unconditional: it takes no --conditions")
         return None
     expected = " ".join(f"{n}=<value>" for n in names)
     values = {}
@@ -80,10 +65,14 @@ def parse_conditions(items, names):
         try:
             values[name] = float(value)
         except ValueError as e:
-            raise ValueError(f"condition '{name}' should be a number, got '{value}'") from e
+            raise ValueError(
+                f"condition '{name}' should be a number, got '{value}'"
+            ) from e
     missing = [n for n in names if n not in values]
     if missing:
-        raise ValueError(f"this model needs --conditions {expected}; missing {missing[0]}")
+        raise ValueError(
+            f"this model needs --conditions {expected}; missing {missing[0]}"
+        )
     return np.array([values[n] for n in names], dtype=np.float32)
 
 

@@ -19,7 +19,10 @@ FLOWS = {
         "dipy_ext.workflows.training",
         "TrainLatentDiffusion3DFlow",
     ),
-    "dipy_evaluate_synthesis": ("dipy_ext.workflows.evaluation", "EvaluateSynthesisFlow"),
+    "dipy_evaluate_synthesis": (
+        "dipy_ext.workflows.evaluation",
+        "EvaluateSynthesisFlow",
+    ),
     "dipy_fetch_nfbs": ("dipy_ext.workflows.fetch", "FetchNFBSFlow"),
 }
 

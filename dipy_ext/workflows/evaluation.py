@@ -106,7 +106,10 @@ class EvaluateSynthesisFlow(Workflow):
             vox = np.sqrt((syn_affine[:3, :3] ** 2).sum(axis=0))
             logger.info(f"Resampling the real volumes onto {syn_shape} x {vox} mm")
             real = np.stack(
-                [preprocess(v, a, shape=syn_shape, voxel_size=vox)[0] for v, a in real_items]
+                [
+                    preprocess(v, a, shape=syn_shape, voxel_size=vox)[0]
+                    for v, a in real_items
+                ]
             )
         else:
             raise ValueError(
@@ -114,9 +117,15 @@ class EvaluateSynthesisFlow(Workflow):
                 "--resample to bring them onto it"
             )
         synthetic = np.stack([_to_unit(v) for v, _ in syn_items])
-        logger.info(f"Evaluating {len(synthetic)} synthetic against {len(real)} real volumes")
+        logger.info(
+            f"Evaluating {len(synthetic)} synthetic against {len(real)} real volumes"
+        )
         report = evaluate_synthesis(
-            real, synthetic, features=features, max_pairs=max_pairs, seed=seed,
+            real,
+            synthetic,
+            features=features,
+            max_pairs=max_pairs,
+            seed=seed,
             tissue=not no_tissue,
         )
         report["real_files"] = [str(p) for p in real_paths]

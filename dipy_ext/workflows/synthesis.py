@@ -106,7 +106,9 @@ class SynthesizeBrainFlow(Workflow):
             n = min(batch_size, num_samples - first)
             batch = model.predict(
                 n,
-                conditions=None if cond_batch is None else cond_batch[first : first + n],
+                conditions=None
+                if cond_batch is None
+                else cond_batch[first : first + n],
                 num_inference_steps=num_inference_steps,
                 sampler=sampler,
                 eta=eta,
@@ -120,7 +122,11 @@ class SynthesizeBrainFlow(Workflow):
                 logger.info(f"Saved {nifti_paths[first + i]}")
             volumes.extend(batch)
         shown = min(num_samples, 16)
-        mosaic(volumes[:shown], mosaic_path, titles=[f"{i:0{digits}d}" for i in range(shown)])
+        mosaic(
+            volumes[:shown],
+            mosaic_path,
+            titles=[f"{i:0{digits}d}" for i in range(shown)],
+        )
         logger.info(
             f"Wrote {num_samples} synthetic volumes ({out_prefix}_*.nii.gz) and "
             f"{mosaic_path.name} to {folder} in {time.perf_counter() - start:.1f} s"

@@ -161,18 +161,28 @@ class TrainVQVAE3DFlow(Workflow):
         folder = output_dir(out_dir)
         model_path, curves_path = folder / out_model, folder / out_curves
         check_outputs([model_path, curves_path], self._force_overwrite)
-        ckpt = Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
+        ckpt = (
+            Path(checkpoint_dir)
+            if checkpoint_dir
+            else folder / f"{out_model}.checkpoints"
+        )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
         volumes, paths = _prepare_cohort(
-            input_files, mask_files, {"shape": shape, "voxel_size": vox}, reference, ckpt
+            input_files,
+            mask_files,
+            {"shape": shape, "voxel_size": vox},
+            reference,
+            ckpt,
         )
         train, val = _split(len(volumes), validation_fraction, seed)
         logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
         model = VQVAE3D(
             input_shape=shape,
             channels=channels,
-            num_res_blocks=num_res_blocks if len(num_res_blocks) > 1 else num_res_blocks[0],
+            num_res_blocks=num_res_blocks
+            if len(num_res_blocks) > 1
+            else num_res_blocks[0],
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
             background_weight=background_weight,
@@ -225,7 +235,9 @@ def read_conditions(path, files, names=None):
         try:
             out.append([float(row[n]) for n in names])
         except (KeyError, ValueError) as e:
-            raise ValueError(f"'{path}': bad condition value for {Path(f).name}: {e}") from e
+            raise ValueError(
+                f"'{path}': bad condition value for {Path(f).name}: {e}"
+            ) from e
     return np.asarray(out, np.float32), names
 
 
@@ -323,7 +335,11 @@ class TrainLatentDiffusion3DFlow(Workflow):
         folder = output_dir(out_dir)
         model_path, curves_path = folder / out_model, folder / out_curves
         check_outputs([model_path, curves_path], self._force_overwrite)
-        ckpt = Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
+        ckpt = (
+            Path(checkpoint_dir)
+            if checkpoint_dir
+            else folder / f"{out_model}.checkpoints"
+        )
         vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
         volumes, paths = _prepare_cohort(input_files, mask_files, grid, reference, ckpt)
@@ -355,7 +371,9 @@ class TrainLatentDiffusion3DFlow(Workflow):
             ema_momentum=ema_momentum,
             flip_augment=flip_augment,
             validation_data=volumes[val] if len(val) else None,
-            validation_conditions=None if conditions is None or not len(val) else conditions[val],
+            validation_conditions=None
+            if conditions is None or not len(val)
+            else conditions[val],
             checkpoint_dir=ckpt / "backup",
         )
         model.save(model_path)

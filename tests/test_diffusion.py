@@ -1,0 +1,129 @@
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+pytest.importorskip("keras")
+
+from dipy_ext.data import phantom_cohort  # noqa: E402
+from dipy_ext.nn.diffusion import LatentDiffusion3D  # noqa: E402
+from dipy_ext.nn.unet import build_unet  # noqa: E402
+from dipy_ext.nn.vqvae import VQVAE3D  # noqa: E402
+
+SHAPE = (16, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_vq():
+    vq = VQVAE3D(
+        input_shape=SHAPE,
+        channels=(8, 16),
+        num_res_blocks=1,
+        num_embeddings=16,
+        embedding_dim=4,
+        seed=0,
+    )
+    vq.fit(phantom_cohort(4, SHAPE, rng=0), epochs=1, batch_size=2)
+    return vq
+
+
+def tiny_ldm(vq, **kw):
+    cfg = {
+        "channels": (8, 16),
+        "attention_levels": (False, True),
+        "num_res_blocks": 1,
+        "num_train_timesteps": 20,
+        "seed": 0,
+    }
+    cfg.update(kw)
+    return LatentDiffusion3D(vq, **cfg)
+
+
+def test_unet_shapes_and_conditions():
+    unet = build_unet(
+        (8, 8, 8),
+        4,
+        channels=(8, 16, 16),
+        attention_levels=(False, True, True),
+        num_res_blocks=1,
+        condition_dim=2,
+    )
+    x = np.random.default_rng(0).standard_normal((3, 8, 8, 8, 4)).astype(np.float32)
+    t = np.array([0, 5, 9], np.float32)
+    c = np.ones((3, 2), np.float32)
+    out = unet.predict_on_batch([x, t, c, np.zeros(3, np.float32)])
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build_unet((6, 6, 6), 4, channels=(8, 16, 16), attention_levels=(False,) * 3)
+    with pytest.raises(ValueError, match="one per level"):
+        build_unet((8, 8, 8), 4, channels=(8, 16), attention_levels=(False,))
+
+
+def test_fit_predict_shapes_range_and_seed(tiny_vq):
+    ldm = tiny_ldm(tiny_vq)
+    vols = phantom_cohort(4, SHAPE, rng=1)
+    history = ldm.fit(vols, epochs=2, batch_size=2, ema_momentum=0.5)
+    assert np.isfinite(history.history["loss"]).all()
+    assert ldm.scale_factor > 0
+    # latents are normalised to unit variance
+    z = ldm.encode(vols)
+    npt.assert_allclose(z.std(), 1.0, rtol=0.3)
+    a = ldm.predict(3, num_inference_steps=4, seed=7, batch_size=2, progress=False)
+    assert a.shape == (3, *SHAPE) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 1
+    b = ldm.predict(3, num_inference_steps=4, seed=7, batch_size=2, progress=False)
+    npt.assert_array_equal(a, b)
+    c = ldm.predict(3, num_inference_steps=4, seed=8, batch_size=2, progress=False)
+    assert np.abs(a - c).max() > 0
+    d = ldm.predict(1, sampler="ddpm", seed=1, progress=False)
+    assert d.shape == (1, *SHAPE)
+
+
+def test_save_load_roundtrip(tiny_vq, tmp_path):
+    ldm = tiny_ldm(tiny_vq, condition_dim=2, condition_names=["age", "sex"])
+    vols = phantom_cohort(4, SHAPE, rng=2)
+    cond = np.array([[60, 0], [70, 1], [65, 0], [80, 1]], np.float32)
+    with pytest.raises(ValueError, match="not trained"):
+        ldm.save(tmp_path / "untrained.npz")
+    ldm.fit(vols, conditions=cond, epochs=1, batch_size=2, ema_momentum=None)
+    path = ldm.save(tmp_path / "ldm.npz")
+    again = LatentDiffusion3D.load(path)
+    assert again.get_config() == ldm.get_config()
+    assert again.scale_factor == ldm.scale_factor
+    kw = {
+        "conditions": cond[:2],
+        "num_inference_steps": 3,
+        "seed": 3,
+        "guidance_scale": 2.0,
+        "progress": False,
+    }
+    npt.assert_array_equal(again.predict(2, **kw), ldm.predict(2, **kw))
+    with pytest.raises(ValueError, match="holds a LatentDiffusion3D model"):
+        VQVAE3D.load(path)
+
+
+def test_bad_arguments(tiny_vq):
+    with pytest.raises(ValueError, match="should be a VQVAE3D"):
+        LatentDiffusion3D("vqvae.npz")
+    with pytest.raises(ValueError, match="condition_names"):
+        tiny_ldm(tiny_vq, condition_dim=2, condition_names=["age"])
+    ldm = tiny_ldm(tiny_vq)
+    with pytest.raises(ValueError, match="not trained"):
+        ldm.predict(1, progress=False)
+    ldm.fit(phantom_cohort(2, SHAPE, rng=3), epochs=1, batch_size=2)
+    with pytest.raises(ValueError, match=">= 1"):
+        ldm.predict(0)
+    with pytest.raises(ValueError, match="positive integer"):
+        ldm.predict(2.5)
+    with pytest.raises(ValueError, match="unconditional"):
+        ldm.predict(1, conditions=[[1.0]])
+    with pytest.raises(ValueError, match="sampler"):
+        ldm.predict(1, sampler="euler")
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        ldm.predict(1, num_inference_steps=50)  # more than the 20 training steps
+    with pytest.raises(ValueError, match="guidance_scale"):
+        ldm.predict(1, guidance_scale=3.0)
+    cond = tiny_ldm(tiny_vq, condition_dim=2)
+    with pytest.raises(ValueError, match="needs conditions"):
+        cond.fit(phantom_cohort(2, SHAPE, rng=3), epochs=1)
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        cond.fit(phantom_cohort(2, SHAPE, rng=3), conditions=np.ones((2, 3)), epochs=1)

@@ -108,7 +108,8 @@ def check_volume(volume, *, name="volume"):
     """
     if not isinstance(volume, np.ndarray):
         raise ValueError(
-            f"{name} should be a numpy array of dimension 3, got {type(volume).__name__}"
+            f"{name} should be a numpy array of dimension 3, "
+            f"got {type(volume).__name__}"
         )
     if volume.ndim == 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]

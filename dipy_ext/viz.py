@@ -181,7 +181,8 @@ def evaluation_figure(real, synthetic, report, path, *, n_show=4):
     ax.legend(fontsize=7)
     div = report["diversity"]
     fig.suptitle(
-        f"diversity (MS-SSIM) real {div['real']:.3f} / synthetic {div['synthetic']:.3f}; "
+        f"diversity (MS-SSIM) real {div['real']:.3f} / "
+        f"synthetic {div['synthetic']:.3f}; "
         f"FD {report['frechet_distance']:.3g} ({report['features']}); "
         f"C2ST acc {report['classifier_two_sample_test']['accuracy']:.2f}; "
         f"near copies {mem['flagged_fraction']:.0%}",

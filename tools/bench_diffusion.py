@@ -50,9 +50,29 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
+def StepTimer():
+    """A Keras callback recording the duration of every training step."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.t0)
+
+    return Timer()
+
+
 def speed(args):
     """Seconds per volume for each grid, sampler, step count and precision."""
-    from dipy_ext.nn.diffusion import LatentDiffusion3D
+    import keras
+
+    from dipy_ext.nn.diffusion import LatentDiffusion3D, diffusion_loss
     from dipy_ext.nn.vqvae import VQVAE3D
 
     unet_ch = [int(c) for c in args.speed_unet_channels.split(",")]
@@ -110,29 +130,18 @@ def speed(args):
                 .standard_normal((64, *vq.latent_shape, vq.embedding_dim))
                 .astype(np.float32)
             )
-            import keras
-
-            times = []
-
-            class Timer(keras.callbacks.Callback):
-                def on_train_batch_begin(self, b, logs=None):
-                    self.t0 = time.perf_counter()
-
-                def on_train_batch_end(self, b, logs=None):
-                    times.append(time.perf_counter() - self.t0)
-
+            timer = StepTimer()
             ldm.trainer.compile(
-                optimizer=keras.optimizers.Adam(1e-4),
-                loss=__import__("dipy_ext.nn.diffusion", fromlist=["x"]).diffusion_loss,
+                optimizer=keras.optimizers.Adam(1e-4), loss=diffusion_loss
             )
             ldm.trainer.fit(
-                lat, lat, batch_size=8, epochs=1, verbose=0, callbacks=[Timer()]
+                lat, lat, batch_size=8, epochs=1, verbose=0, callbacks=[timer]
             )
             rows.append(
                 {
                     "grid": side,
                     "precision": "bf16" if bf16 else "fp32",
-                    "train_steps_per_s_batch8": 1 / float(np.median(times[2:])),
+                    "train_steps_per_s_batch8": 1 / float(np.median(timer.times[2:])),
                     "unet_params": ldm.count_params(),
                 }
             )
@@ -204,11 +213,7 @@ def quality(args):
         batch_size=8,
         progress=False,
     )
-    noise = ldm.decode(
-        np.random.default_rng(held_out_seed)
-        .standard_normal((8, *vq.latent_shape, vq.embedding_dim))
-        .astype(np.float32)
-    )
+    noise = vq.decode(vq.random_latents(8, seed=held_out_seed))
 
     # (a) nearest training volume: samples vs decoded noise
     nn_samples = volume_distances(samples, train).min(axis=1)

@@ -180,7 +180,8 @@ def main(argv=None):
         for r in rows:
             print(
                 f"{r['precision']:10s}{r['train_step_s']:14.3f}"
-                f"{r['train_voxels_per_s'] / 1e6:14.2f}{r['encode_volumes_per_s']:14.2f}"
+                f"{r['train_voxels_per_s'] / 1e6:14.2f}"
+                f"{r['encode_volumes_per_s']:14.2f}"
                 f"{r['decode_volumes_per_s']:14.2f}{r['peak_rss_gib']:14.2f}"
             )
         f32, b16 = rows
@@ -194,7 +195,8 @@ def main(argv=None):
         q = quality(args)
         print(
             f"quality after {q['steps']} steps ({q['precision']}, "
-            f"{q['train_minutes']:.1f} min): held-out PSNR {q['heldout_psnr_db']:.2f} dB "
+            f"{q['train_minutes']:.1f} min): "
+            f"held-out PSNR {q['heldout_psnr_db']:.2f} dB "
             f"(min {q['heldout_psnr_min_db']:.2f}), SSIM {q['heldout_ssim']:.4f} "
             f"(min {q['heldout_ssim_min']:.4f}), codebook usage "
             f"{q['heldout_codebook_usage']:.1%}, perplexity "

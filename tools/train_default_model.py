@@ -161,11 +161,7 @@ def main(argv=None):
     report = evaluate_synthesis(
         heldout, samples, training=train, max_pairs=100, seed=args.seed
     )
-    noise = ldm.decode(
-        np.random.default_rng(1)
-        .standard_normal((4, *vq.latent_shape, vq.embedding_dim))
-        .astype(np.float32)
-    )
+    noise = vq.decode(vq.random_latents(4, seed=1))
     from dipy_ext.metrics import volume_distances
 
     report["decoded_noise_nn_median"] = float(
@@ -181,7 +177,8 @@ def main(argv=None):
     print(
         f"diversity real {div['real']:.4f} synthetic {div['synthetic']:.4f}; "
         f"synthetic NN median {mem['synthetic_nn_median']:.4f} min "
-        f"{mem['synthetic_nn_min']:.4f}; closest training pair {mem['training_nn_min']:.4f}; "
+        f"{mem['synthetic_nn_min']:.4f}; "
+        f"closest training pair {mem['training_nn_min']:.4f}; "
         f"flagged {mem['flagged_fraction']:.0%}; decoded-noise NN "
         f"{report['decoded_noise_nn_median']:.4f}"
     )

@@ -10,6 +10,7 @@ from dipy_ext.data.io import (
 )
 from dipy_ext.data.phantoms import (
     phantom_cohort,
+    phantom_family,
     synthetic_brain_phantom,
     ventricle_fraction,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "load_volume",
     "load_volumes",
     "phantom_cohort",
+    "phantom_family",
     "preprocess_cohort",
     "read_nfbs",
     "synthetic_brain_phantom",

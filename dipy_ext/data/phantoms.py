@@ -31,7 +31,7 @@ def _folds(rng, theta, phi, n_waves=8):
     return out / n_waves * 2
 
 
-def _labels(shape, rng, atrophy):
+def _labels(shape, rng, atrophy, folding=1.0):
     """Tissue label map of a head-like phantom on a [-1, 1]^3 grid."""
     axes = [np.linspace(-1, 1, s) for s in shape]
     x, y, z = np.meshgrid(*axes, indexing="ij")
@@ -40,7 +40,7 @@ def _labels(shape, rng, atrophy):
     rho = np.sqrt(xr**2 + yr**2 + zr**2)
     theta = np.arctan2(yr, xr)
     phi = np.arccos(np.clip(zr / np.maximum(rho, 1e-6), -1, 1))
-    folds = _folds(rng, theta, phi)
+    folds = _folds(rng, theta, phi) * folding
 
     cortex = 0.22 - 0.07 * atrophy + 0.05 * folds  # grey-matter band thickness
     sulci = folds > (0.55 - 0.35 * atrophy)  # CSF-filled sulci reach inwards
@@ -84,6 +84,7 @@ def synthetic_brain_phantom(
     *,
     rng=None,
     atrophy=0.0,
+    folding=1.0,
     deformation=1.0,
     noise=0.01,
     bias=0.1,
@@ -100,6 +101,10 @@ def synthetic_brain_phantom(
     atrophy : float, optional
         0 (small ventricles, thick cortex) to 1 (large ventricles, thin
         cortex, wide sulci).
+    folding : float, optional
+        Amplitude of the cortical folding (sulci and cortex thickness
+        changes); 0 gives a smooth cortex, which suits grids too coarse to
+        resolve folds (32^3 and below).
     deformation : float, optional
         Strength of the random smooth deformation (about ``deformation *
         max(shape) / 32`` voxels at most); 0 turns it off.
@@ -119,7 +124,7 @@ def synthetic_brain_phantom(
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape should be 3 integers >= 8, got {shape}")
     rng = np.random.default_rng(rng)
-    labels = _labels(shape, rng, float(atrophy))
+    labels = _labels(shape, rng, float(atrophy), float(folding))
     if deformation > 0:
         labels = _deform(labels, rng, deformation)
 
@@ -153,6 +158,27 @@ def phantom_cohort(n, shape=(64, 64, 64), *, rng=None, atrophy=0.0, **kwargs):
     )
 
 
+def _central(volumes):
+    volumes = np.asarray(volumes)
+    sl = tuple(slice(s // 3, s - s // 3) for s in volumes.shape[-3:])
+    return volumes[(..., *sl)]
+
+
+def phantom_family(volumes, reference, reference_families):
+    """Family (0 or 1) of each volume: the nearer family mean of ``reference``.
+
+    The comparison is restricted to the central third of each axis, where
+    the ventricles are; unlike a threshold on dark voxels it still works on
+    blurred volumes (for example VQ-VAE reconstructions or samples).
+    """
+    ref = _central(reference)
+    fam = np.asarray(reference_families)
+    means = [ref[fam == k].mean(axis=0) for k in (0, 1)]
+    v = _central(volumes)
+    dist = np.stack([((v - m) ** 2).mean(axis=(-3, -2, -1)) for m in means], axis=-1)
+    return dist.argmin(axis=-1)
+
+
 def ventricle_fraction(volume, *, threshold=0.35):
     """Fraction of the central region of a phantom that is dark (CSF-like).
 
@@ -160,7 +186,4 @@ def ventricle_fraction(volume, *, threshold=0.35):
     central box (middle third of each axis) holds the ventricles, so its
     fraction of voxels darker than ``threshold`` grows with ventricle size.
     """
-    volume = np.asarray(volume)
-    sl = tuple(slice(s // 3, s - s // 3) for s in volume.shape[-3:])
-    center = volume[(..., *sl)]
-    return (center < threshold).mean(axis=(-3, -2, -1))
+    return (_central(volume) < threshold).mean(axis=(-3, -2, -1))

@@ -361,6 +361,16 @@ class VQVAE3D:
         out = np.asarray(out[..., 0], dtype=np.float32)
         return out[0] if single else out
 
+    def random_latents(self, n, *, seed=None):
+        """Latents of no brain: codes drawn uniformly at random.
+
+        Decoded, they show what a generator that learned nothing produces
+        (pure noise through the VQ-VAE); a baseline for generated samples.
+        """
+        rng = np.random.default_rng(seed)
+        indices = rng.integers(self.num_embeddings, size=(n, *self.latent_shape))
+        return self.codebook[indices]
+
     def codebook_usage(self, volumes, *, batch_size=1):
         """Usage (fraction of codes chosen) and perplexity on some volumes."""
         indices = self.encode(volumes, batch_size=batch_size, return_indices=True)

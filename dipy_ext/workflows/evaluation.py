@@ -133,11 +133,13 @@ class EvaluateSynthesisFlow(Workflow):
         evaluation_figure(real, synthetic, report, figure_path)
         write_text_atomic(report_path, json.dumps(report, indent=2))
         div = report["diversity"]
+        c2st = report["classifier_two_sample_test"]
         logger.info(
-            f"Diversity (MS-SSIM) real {div['real']:.3f}, synthetic {div['synthetic']:.3f}; "
-            f"Frechet distance {report['frechet_distance']:.4g} ({report['features']}); "
-            f"classifier accuracy {report['classifier_two_sample_test']['accuracy']:.2f}; "
-            f"near copies {report['memorization']['flagged_fraction']:.0%}"
+            f"Diversity (MS-SSIM) real {div['real']:.3f}, "
+            f"synthetic {div['synthetic']:.3f}; Frechet distance "
+            f"{report['frechet_distance']:.4g} ({report['features']}); classifier "
+            f"accuracy {c2st['accuracy']:.2f}; near copies "
+            f"{report['memorization']['flagged_fraction']:.0%}"
         )
         logger.info(f"Saved {report_path} and {figure_path}")
         return [str(report_path), str(figure_path)]

@@ -36,8 +36,12 @@ shutil.rmtree(work, ignore_errors=True)
 (work / "t1").mkdir(parents=True)
 affine = np.diag([2.0, 2.0, 2.0, 1.0])
 affine[:3, 3] = -47
-for i, volume in enumerate(phantom_cohort(16, (48, 48, 48), rng=0, atrophy=np.tile([0, 1], 8))):
-    nib.save(nib.Nifti1Image(volume * 900, affine), work / "t1" / f"sub-{i:02d}_T1w.nii.gz")
+for i, volume in enumerate(
+    phantom_cohort(16, (48, 48, 48), rng=0, atrophy=np.tile([0, 1], 8))
+):
+    nib.save(
+        nib.Nifti1Image(volume * 900, affine), work / "t1" / f"sub-{i:02d}_T1w.nii.gz"
+    )
 
 
 def run(*args):
@@ -52,27 +56,88 @@ def run(*args):
 # Train the VQ-VAE on a 32^3 grid at 3 mm, then the diffusion model.
 
 t1 = str(work / "t1" / "*_T1w.nii.gz")
-run("dipy_train_vqvae3d", t1, "--grid_shape", "32", "32", "32", "--voxel_size", "3",
-    "--channels", "16", "32", "32", "--num_res_blocks", "1", "--num_embeddings", "128",
-    "--embedding_dim", "4", "--epochs", "15", "--batch_size", "4",
-    "--validation_fraction", "0.125", "--out_dir", str(work / "models"))
-run("dipy_train_latent_diffusion3d", t1, str(work / "models" / "vqvae3d.npz"),
-    "--channels", "32", "64", "64", "--num_res_blocks", "1", "--epochs", "60",
-    "--batch_size", "16", "--learning_rate", "5e-4", "--ema_momentum", "0.99",
-    "--flip_augment", "--validation_fraction", "0", "--out_dir", str(work / "models"))
+run(
+    "dipy_train_vqvae3d",
+    t1,
+    "--grid_shape",
+    "32",
+    "32",
+    "32",
+    "--voxel_size",
+    "3",
+    "--channels",
+    "16",
+    "32",
+    "32",
+    "--num_res_blocks",
+    "1",
+    "--num_embeddings",
+    "128",
+    "--embedding_dim",
+    "4",
+    "--epochs",
+    "15",
+    "--batch_size",
+    "4",
+    "--validation_fraction",
+    "0.125",
+    "--out_dir",
+    str(work / "models"),
+)
+run(
+    "dipy_train_latent_diffusion3d",
+    t1,
+    str(work / "models" / "vqvae3d.npz"),
+    "--channels",
+    "32",
+    "64",
+    "64",
+    "--num_res_blocks",
+    "1",
+    "--epochs",
+    "60",
+    "--batch_size",
+    "16",
+    "--learning_rate",
+    "5e-4",
+    "--ema_momentum",
+    "0.99",
+    "--flip_augment",
+    "--validation_fraction",
+    "0",
+    "--out_dir",
+    str(work / "models"),
+)
 
 ###############################################################################
 # Sample 8 volumes: NIfTI files on the model grid plus a PNG mosaic.
 
-run("dipy_synthesize_brain", "--model_file", str(work / "models" / "latent_diffusion3d.npz"),
-    "--num_samples", "8", "--num_inference_steps", "25", "--out_dir", str(work / "synthetic"))
+run(
+    "dipy_synthesize_brain",
+    "--model_file",
+    str(work / "models" / "latent_diffusion3d.npz"),
+    "--num_samples",
+    "8",
+    "--num_inference_steps",
+    "25",
+    "--out_dir",
+    str(work / "synthetic"),
+)
 shutil.copy(work / "synthetic" / "synthetic_brains.png", "cli_synthetic_brains.png")
 
 ###############################################################################
 # Evaluate them against the training volumes (resampled onto the model
 # grid): JSON report and PNG figure.
 
-run("dipy_evaluate_synthesis", t1, str(work / "synthetic" / "*.nii.gz"), "--resample",
-    "--max_pairs", "28", "--out_dir", str(work / "evaluation"))
+run(
+    "dipy_evaluate_synthesis",
+    t1,
+    str(work / "synthetic" / "*.nii.gz"),
+    "--resample",
+    "--max_pairs",
+    "28",
+    "--out_dir",
+    str(work / "evaluation"),
+)
 shutil.copy(work / "evaluation" / "evaluation.png", "cli_evaluation.png")
 print((work / "evaluation" / "evaluation.json").read_text()[:600], "...")

@@ -32,7 +32,9 @@ real = phantom_cohort(24, shape, rng=0, atrophy=families)
 candidates = {
     "same distribution": phantom_cohort(24, shape, rng=1, atrophy=families),
     "one family only": phantom_cohort(24, shape, rng=2, atrophy=0.0),
-    "near-copies": np.clip(real + 0.005 * np.random.default_rng(3).standard_normal(real.shape), 0, 1),
+    "near-copies": np.clip(
+        real + 0.005 * np.random.default_rng(3).standard_normal(real.shape), 0, 1
+    ),
     "noise": np.random.default_rng(4).random((24, *shape)).astype(np.float32),
 }
 
@@ -53,7 +55,8 @@ for name, synthetic in candidates.items():
         f"{name:18s} diversity {div['synthetic']:.3f} (real {div['real']:.3f})  "
         f"Frechet {report['frechet_distance']:9.3f}  "
         f"C2ST accuracy {report['classifier_two_sample_test']['accuracy']:.2f}  "
-        f"precision {report['prdc']['precision']:.2f} coverage {report['prdc']['coverage']:.2f}  "
+        f"precision {report['prdc']['precision']:.2f} "
+        f"coverage {report['prdc']['coverage']:.2f}  "
         f"near-copies {report['memorization']['flagged_fraction']:.0%}"
     )
 
@@ -63,7 +66,15 @@ for name, synthetic in candidates.items():
 # perfectly. The figure shows slices, intensity histograms, tissue
 # fractions (DIPY's HMRF segmentation) and nearest-neighbour distances.
 
-evaluation_figure(real, candidates["same distribution"], reports["same distribution"],
-                  "evaluation_same_distribution.png")
-evaluation_figure(real, candidates["near-copies"], reports["near-copies"],
-                  "evaluation_near_copies.png")
+evaluation_figure(
+    real,
+    candidates["same distribution"],
+    reports["same distribution"],
+    "evaluation_same_distribution.png",
+)
+evaluation_figure(
+    real,
+    candidates["near-copies"],
+    reports["near-copies"],
+    "evaluation_near_copies.png",
+)

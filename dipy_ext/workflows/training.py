@@ -50,6 +50,21 @@ def _cached_paths(cache):
     return [m["path"] for m in json.loads(cache.with_suffix(".json").read_text())]
 
 
+def _outputs(out_dir, out_model, out_curves, checkpoint_dir, force):
+    """Model and curves paths (checked against overwriting), checkpoint folder.
+
+    The default checkpoint folder sits beside the model file, so rerunning
+    the same command finds the backup of an interrupted run.
+    """
+    folder = output_dir(out_dir)
+    model_path, curves_path = folder / out_model, folder / out_curves
+    check_outputs([model_path, curves_path], force)
+    ckpt = (
+        Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
+    )
+    return model_path, curves_path, ckpt
+
+
 def _split(n, validation_fraction, seed):
     """Shuffled train / validation indices (validation empty if fraction 0)."""
     if not 0 <= validation_fraction < 1:
@@ -158,13 +173,8 @@ class TrainVQVAE3DFlow(Workflow):
         from dipy_ext.nn.vqvae import VQVAE3D
         from dipy_ext.preprocessing import grid_affine
 
-        folder = output_dir(out_dir)
-        model_path, curves_path = folder / out_model, folder / out_curves
-        check_outputs([model_path, curves_path], self._force_overwrite)
-        ckpt = (
-            Path(checkpoint_dir)
-            if checkpoint_dir
-            else folder / f"{out_model}.checkpoints"
+        model_path, curves_path, ckpt = _outputs(
+            out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
@@ -332,13 +342,8 @@ class TrainLatentDiffusion3DFlow(Workflow):
         from dipy_ext.nn.diffusion import LatentDiffusion3D
         from dipy_ext.nn.vqvae import VQVAE3D
 
-        folder = output_dir(out_dir)
-        model_path, curves_path = folder / out_model, folder / out_curves
-        check_outputs([model_path, curves_path], self._force_overwrite)
-        ckpt = (
-            Path(checkpoint_dir)
-            if checkpoint_dir
-            else folder / f"{out_model}.checkpoints"
+        model_path, curves_path, ckpt = _outputs(
+            out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
         vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}

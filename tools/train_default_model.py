@@ -77,8 +77,11 @@ def main(argv=None):
     train, heldout = volumes[: args.n_train], volumes[args.n_train :]
 
     vq_file = out / "vqvae.npz"
+    vq_info = out / "vqvae_info.json"  # kept so that a resumed run reports it
     if vq_file.exists():
         vq = VQVAE3D.load(vq_file)
+        if vq_info.exists():
+            info.update(json.loads(vq_info.read_text()))
     else:
         vq = VQVAE3D(
             input_shape=(64, 64, 64),
@@ -104,6 +107,9 @@ def main(argv=None):
         info["vq_history"] = hist.history
         training_curves(hist, out / "vq_training.png", title="default VQVAE3D")
         vq.save(vq_file)
+        vq_info.write_text(
+            json.dumps({k: info[k] for k in ("vq_train_minutes", "vq_history")})
+        )
     rec = vq.predict(heldout, batch_size=2)
     info["vq_heldout_psnr_db"] = float(
         np.mean([psnr(a, b) for a, b in zip(heldout, rec)])

@@ -136,6 +136,9 @@ def main(argv=None):
         seed=args.seed,
         verbose=True,
     )
+    backup_state = out / "ldm_backup" / "training_metadata.json"
+    if backup_state.exists():  # a resumed run times only the epochs it trains
+        info["ldm_resumed_after_epoch"] = json.loads(backup_state.read_text())["epoch"]
     t0 = time.perf_counter()
     hist = ldm.fit(
         train,

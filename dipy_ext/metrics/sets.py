@@ -67,12 +67,14 @@ def frechet_distance(real, fake):
     mu_r, mu_f = real.mean(0), fake.mean(0)
     s_r = np.atleast_2d(np.cov(real, rowvar=False))
     s_f = np.atleast_2d(np.cov(fake, rowvar=False))
-    covmean = linalg.sqrtm(s_r @ s_f)
-    if not np.all(np.isfinite(covmean)):  # singular product: regularise
-        eps = 1e-6 * np.eye(len(s_r))
-        covmean = linalg.sqrtm((s_r + eps) @ (s_f + eps))
-    covmean = np.real(covmean)
-    value = np.sum((mu_r - mu_f) ** 2) + np.trace(s_r + s_f - 2 * covmean)
+    # Tr((S_r S_f)^(1/2)) from the symmetric form S_r^(1/2) S_f S_r^(1/2):
+    # exact for rank-deficient covariances (fewer volumes than features),
+    # where a general matrix square root is unstable.
+    w, v = linalg.eigh(s_r)
+    root_r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = linalg.eigvalsh(root_r @ s_f @ root_r)
+    trace_covmean = np.sum(np.sqrt(np.clip(inner, 0, None)))
+    value = np.sum((mu_r - mu_f) ** 2) + np.trace(s_r + s_f) - 2 * trace_covmean
     return float(max(value, 0.0))
 
 
@@ -82,19 +84,25 @@ def _sq_dists(a, b):
 
 
 def mmd(real, fake, *, kernel="rbf", bandwidth=None):
-    """Unbiased squared maximum mean discrepancy between two feature sets.
+    r"""Unbiased squared maximum mean discrepancy between two feature sets.
 
     Parameters
     ----------
-    kernel : {"rbf", "polynomial"}
+    real, fake : ndarray (N, F), (M, F)
+        Feature vectors.
+    kernel : {"rbf", "polynomial"}, optional
         Gaussian kernel (bandwidth: median distance of the pooled set by
-        default), or the cubic polynomial kernel of KID
-        ``(x.y / F + 1)^3``.
+        default), or the cubic polynomial kernel of KID,
+        :math:`(x \cdot y / F + 1)^3` for F features.
     bandwidth : float, optional
         RBF bandwidth.
 
-    Returns ``(mmd2, bandwidth)``; ``mmd2`` may be slightly negative for
-    identical distributions (unbiased estimator).
+    Returns
+    -------
+    mmd2 : float
+        May be slightly negative for identical distributions (unbiased).
+    bandwidth : float
+        The RBF bandwidth used (None for the polynomial kernel).
     """
     x = _features(real, "real features")
     y = _features(fake, "synthetic features")

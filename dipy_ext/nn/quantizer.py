@@ -52,8 +52,10 @@ class VectorQuantizer(layers.Layer):
     seed : int, optional
         Seed of the restart sampling.
 
-    Call returns ``(quantized, indices)``: the quantized tensor (with a
-    straight-through gradient to the input) and the code index per vector.
+    Notes
+    -----
+    A call returns the quantized tensor (with a straight-through gradient to
+    the input) and the code index of each vector.
     """
 
     def __init__(
@@ -195,9 +197,11 @@ class CodebookUsage(keras.callbacks.Callback):
         self.quantizer = quantizer
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Start counting code usage afresh."""
         self.quantizer.usage_count.assign(ops.zeros_like(self.quantizer.usage_count))
 
     def on_epoch_end(self, epoch, logs=None):
+        """Add this epoch's usage and perplexity to the logs."""
         usage, perplexity = usage_and_perplexity(
             ops.convert_to_numpy(self.quantizer.usage_count)
         )

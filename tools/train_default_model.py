@@ -40,7 +40,13 @@ def parse(argv=None):
     p.add_argument("--ldm-channels", default="32,64,128")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-samples", type=int, default=20)
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
+    p.add_argument("--steps", type=int, default=200, help="sampling steps (evaluation)")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (evaluation)")
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="re-run the evaluation of the model file in --out and update its record",
+    )
     return p.parse_args(argv)
 
 
@@ -49,11 +55,11 @@ def main(argv=None):
     import keras
 
     from dipy_ext.data.default import DEFAULT_MODEL_NAME
-    from dipy_ext.data.mni import MNI_NOTICE, mni_cohort
-    from dipy_ext.metrics import evaluate_synthesis, psnr, ssim
+    from dipy_ext.data.mni import mni_cohort
+    from dipy_ext.metrics import psnr, ssim
     from dipy_ext.nn.diffusion import LatentDiffusion3D
     from dipy_ext.nn.vqvae import VQVAE3D
-    from dipy_ext.viz import mosaic, training_curves
+    from dipy_ext.viz import training_curves
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,12 @@ def main(argv=None):
         np.savez(cohort_file, volumes=volumes, affine=affine)
         info["cohort_seconds"] = time.perf_counter() - t0
     train, heldout = volumes[: args.n_train], volumes[args.n_train :]
+    if args.eval_only:
+        info = json.loads((out / "default_model_info.json").read_text())
+        info["settings"].update(steps=args.steps, eta=args.eta)
+        ldm = LatentDiffusion3D.load(out / DEFAULT_MODEL_NAME)
+        evaluate(ldm, train, heldout, args, info, out)
+        return
 
     vq_file = out / "vqvae.npz"
     vq_info = out / "vqvae_info.json"  # kept so that a resumed run reports it
@@ -157,9 +169,23 @@ def main(argv=None):
     ldm.save(model_file, half_precision=True)
     info["model_file_mb"] = model_file.stat().st_size / 2**20
 
+    evaluate(ldm, train, heldout, args, info, out)
+
+
+def evaluate(ldm, train, heldout, args, info, out):
+    """Sample, compare with the held-out and training volumes, write the record."""
+    from dipy_ext.data.mni import MNI_NOTICE
+    from dipy_ext.metrics import evaluate_synthesis, volume_distances
+    from dipy_ext.viz import mosaic
+
+    vq = ldm.vqvae
     t0 = time.perf_counter()
     samples = ldm.predict(
-        args.n_samples, num_inference_steps=args.steps, seed=12345, batch_size=4
+        args.n_samples,
+        num_inference_steps=args.steps,
+        eta=args.eta,
+        seed=12345,
+        batch_size=4,
     )
     info["sampling_seconds_per_volume"] = (time.perf_counter() - t0) / args.n_samples
     mosaic(
@@ -171,8 +197,6 @@ def main(argv=None):
         heldout, samples, training=train, max_pairs=100, seed=args.seed
     )
     noise = vq.decode(vq.random_latents(4, seed=1))
-    from dipy_ext.metrics import volume_distances
-
     report["decoded_noise_nn_median"] = float(
         np.median(volume_distances(noise, train).min(axis=1))
     )

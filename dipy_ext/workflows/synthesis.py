@@ -26,8 +26,8 @@ class SynthesizeBrainFlow(Workflow):
         num_samples=4,
         seed=0,
         sampler="ddim",
-        num_inference_steps=50,
-        eta=0.0,
+        num_inference_steps=200,
+        eta=1.0,
         guidance_scale=1.0,
         conditions=None,
         batch_size=4,
@@ -54,9 +54,11 @@ class SynthesizeBrainFlow(Workflow):
         sampler : string, optional
             'ddim' (deterministic, fast) or 'ddpm' (ancestral, all steps).
         num_inference_steps : int, optional
-            DDIM denoising steps (ignored by 'ddpm').
+            DDIM denoising steps (ignored by 'ddpm'). With ``eta`` 1, 200
+            steps gave the embedded model samples as diverse as its training
+            cohort; 50 deterministic steps are 4x faster but smoother.
         eta : float, optional
-            DDIM stochasticity, 0 (deterministic) to 1.
+            DDIM stochasticity, 0 (deterministic) to 1 (DDPM-like noise).
         guidance_scale : float, optional
             Classifier-free guidance of a conditional model (1 = none).
         conditions : variable string, optional

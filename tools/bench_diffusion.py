@@ -97,7 +97,9 @@ def speed(args):
                 mixed_precision=bf16,
                 seed=0,
             )
+            # untrained: identity latent normalisation (speed does not care)
             ldm.scale_factor = 1.0
+            ldm.latent_mean = np.zeros((*vq.latent_shape, vq.embedding_dim), np.float32)
             ldm.predict(1, num_inference_steps=2, progress=False)  # trace
             for sampler, steps in (
                 ("ddim", 25),

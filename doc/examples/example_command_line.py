@@ -149,6 +149,7 @@ print((work / "evaluation" / "evaluation.json").read_text()[:600], "...")
 # this page was built) and the classifier tells them apart. Training the
 # diffusion model for 300 instead of 60 epochs did not change that here;
 # the Python example ``example_latent_diffusion_phantoms.py`` uses a
-# longer schedule whose samples match the training set's diversity. On real
+# longer schedule whose samples are as diverse as the VQ-VAE's renderings
+# of its training set (MS-SSIM 0.95 against 0.95 when built). On real
 # data, train for hundreds of epochs and check this report before using the
 # samples.

@@ -97,17 +97,16 @@ def test_training_flows_write_models_and_curves(trained_files):
 
 
 def test_synthesize_flow(trained_files, tmp_path):
-    model = str(trained_files / "latent_diffusion3d.npz")
-    flow = SynthesizeBrainFlow()
-    flow.run(
-        model_file=model,
-        num_samples=3,
-        num_inference_steps=5,
-        batch_size=2,
-        conditions=["age=70", "sex=1"],
-        guidance_scale=2.0,
-        out_dir=str(tmp_path),
-    )
+    options = {
+        "model_file": str(trained_files / "latent_diffusion3d.npz"),
+        "num_samples": 3,
+        "num_inference_steps": 5,
+        "batch_size": 2,
+        "conditions": ["age=70", "sex=1"],
+        "guidance_scale": 2.0,
+        "out_dir": str(tmp_path),
+    }
+    SynthesizeBrainFlow().run(**options)
     files = sorted(tmp_path.glob("synthetic_brain_*.nii.gz"))
     assert [f.name for f in files] == [
         f"synthetic_brain_00{i}.nii.gz" for i in range(3)
@@ -121,23 +120,8 @@ def test_synthesize_flow(trained_files, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left
     # same seed, same volumes; existing outputs refused without --force
     with pytest.raises(ValueError, match="exists.*--force"):
-        SynthesizeBrainFlow().run(
-            model_file=model,
-            num_samples=3,
-            num_inference_steps=5,
-            conditions=["age=70", "sex=1"],
-            out_dir=str(tmp_path),
-        )
-    again = SynthesizeBrainFlow(force=True)
-    again.run(
-        model_file=model,
-        num_samples=3,
-        num_inference_steps=5,
-        batch_size=2,
-        conditions=["age=70", "sex=1"],
-        guidance_scale=2.0,
-        out_dir=str(tmp_path),
-    )
+        SynthesizeBrainFlow().run(**options)
+    SynthesizeBrainFlow(force=True).run(**options)
     npt.assert_array_equal(np.asarray(nib.load(files[0]).dataobj), data)
 
 

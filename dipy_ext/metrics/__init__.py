@@ -12,6 +12,11 @@ from dipy_ext.metrics.sets import (
     prdc,
     volume_distances,
 )
+from dipy_ext.metrics.sharpness import (
+    reconstruction_report,
+    sharpness,
+    sharpness_ratio,
+)
 from dipy_ext.metrics.tissue import tissue_distribution_distance, tissue_fractions
 
 __all__ = [
@@ -26,6 +31,9 @@ __all__ = [
     "ms_ssim_levels",
     "prdc",
     "psnr",
+    "reconstruction_report",
+    "sharpness",
+    "sharpness_ratio",
     "ssim",
     "stats_features",
     "tissue_distribution_distance",

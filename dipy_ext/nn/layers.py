@@ -1,13 +1,14 @@
 """Building blocks shared by the VQ-VAE and the diffusion UNet.
 
 All blocks are channels-last 3D and written with ``keras.ops``. Upsampling is
-nearest-neighbour resize followed by a convolution: transposed convolutions
-leave checkerboard artifacts at the stride's period.
+nearest-neighbour resize followed by a convolution, or a sub-pixel
+convolution started as a nearest-neighbour resize (ICNR): transposed
+convolutions leave checkerboard artifacts at the stride's period.
 """
 
 import math
 
-from dipy_ext.nn._backend import layers, ops
+from dipy_ext.nn._backend import keras, layers, ops
 
 
 def _groups(channels, groups):
@@ -16,6 +17,148 @@ def _groups(channels, groups):
     while channels % g:
         g -= 1
     return g
+
+
+class GroupNorm3D(layers.Layer):
+    """Group normalisation of channels-last 3D maps, from per-channel sums.
+
+    Same output as ``keras.layers.GroupNormalization`` (and the same two
+    weights, gamma then beta, so model files are interchangeable), about 3x
+    faster on a CPU: the statistics are two reductions over the volume to
+    ``(N, C)``, combined per group on that small array, and the
+    normalisation is one multiply-add per voxel. Keras' layer reshapes the
+    whole map into groups and back, which costs as much as a convolution.
+    Statistics are computed in float32 whatever the compute dtype.
+    """
+
+    def __init__(self, groups=8, *, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels % self.groups:
+            raise ValueError(f"{channels} channels do not split into {self.groups} groups")
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        channels = x.shape[-1]
+        per_group = channels // self.groups
+        x32 = ops.cast(x, "float32")
+        mean = ops.mean(x32, axis=(1, 2, 3))
+        mean_sq = ops.mean(ops.square(x32), axis=(1, 2, 3))
+        mean = ops.mean(ops.reshape(mean, (-1, self.groups, per_group)), axis=-1)
+        mean_sq = ops.mean(ops.reshape(mean_sq, (-1, self.groups, per_group)), axis=-1)
+        inv = ops.rsqrt(ops.maximum(mean_sq - ops.square(mean), 0.0) + self.epsilon)
+        inv = ops.repeat(inv, per_group, axis=-1)
+        mean = ops.repeat(mean, per_group, axis=-1)
+        scale = inv * ops.cast(self.gamma, "float32")
+        shift = ops.cast(self.beta, "float32") - mean * scale
+        scale = ops.cast(scale[:, None, None, None, :], x.dtype)
+        shift = ops.cast(shift[:, None, None, None, :], x.dtype)
+        return x * scale + shift
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
+
+
+def group_norm(channels, groups, *, dtype=None):
+    """A :class:`GroupNorm3D` with the largest group count <= ``groups``."""
+    return GroupNorm3D(_groups(channels, groups), dtype=dtype)
+
+
+def space_to_depth(x, factor=2):
+    """Fold each ``factor^3`` block of voxels into channels (lossless)."""
+    n, c = ops.shape(x)[0], x.shape[-1]
+    sx, sy, sz = (ops.shape(x)[i] // factor for i in (1, 2, 3))
+    f = factor
+    x = ops.reshape(x, (n, sx, f, sy, f, sz, f, c))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+    return ops.reshape(x, (n, sx, sy, sz, f * f * f * c))
+
+
+def depth_to_space(x, factor=2):
+    """Inverse of :func:`space_to_depth`: channels back into voxel blocks."""
+    f = factor
+    n, c = ops.shape(x)[0], x.shape[-1] // (f * f * f)
+    sx, sy, sz = (ops.shape(x)[i] for i in (1, 2, 3))
+    x = ops.reshape(x, (n, sx, sy, sz, f, f, f, c))
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
+    return ops.reshape(x, (n, sx * f, sy * f, sz * f, c))
+
+
+class SpaceToDepth3D(layers.Layer):
+    """Layer form of :func:`space_to_depth` (a factor-2 fold by default)."""
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return space_to_depth(x, self.factor)
+
+    def compute_output_shape(self, s):
+        f = self.factor
+        return (s[0], *(None if d is None else d // f for d in s[1:4]), s[4] * f**3)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+class ICNR(keras.initializers.Initializer):
+    """Sub-pixel kernel init: every sub-voxel starts with the same filter.
+
+    A sub-pixel convolution initialised so starts as a nearest-neighbour
+    resize of an ordinary convolution, free of checkerboard artifacts
+    (Aitken et al. 2017); training keeps it so unless the data ask otherwise.
+    """
+
+    def __init__(self, subvoxels=8, seed=None):
+        self.subvoxels = subvoxels
+        self.base = keras.initializers.GlorotUniform(seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        base = self.base((*shape[:-1], shape[-1] // self.subvoxels), dtype=dtype)
+        return ops.tile(base, (1,) * (len(shape) - 1) + (self.subvoxels,))
+
+    def get_config(self):
+        return {"subvoxels": self.subvoxels}
+
+
+class SubpixelConv3D(layers.Layer):
+    """Double each axis: a 3x3x3 conv to ``8 * channels``, then depth-to-space.
+
+    All the work happens at the input's (coarse) resolution; the fine grid is
+    only a reshape. ICNR initialisation keeps it checkerboard-free.
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.conv = layers.Conv3D(
+            8 * channels,
+            3,
+            padding="same",
+            kernel_initializer=ICNR(8),
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+
+    def call(self, x):
+        return depth_to_space(self.conv(x), 2)
+
+    def compute_output_shape(self, s):
+        return (s[0], *(None if d is None else 2 * d for d in s[1:4]), self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
 
 
 class ResBlock3D(layers.Layer):
@@ -37,11 +180,9 @@ class ResBlock3D(layers.Layer):
         x_shape = input_shape[0] if self.time_embedding else input_shape
         in_channels = x_shape[-1]
         kw = {"dtype": self.dtype_policy}
-        self.norm1 = layers.GroupNormalization(_groups(in_channels, self.groups), **kw)
+        self.norm1 = group_norm(in_channels, self.groups, **kw)
         self.conv1 = layers.Conv3D(self.channels, 3, padding="same", **kw)
-        self.norm2 = layers.GroupNormalization(
-            _groups(self.channels, self.groups), **kw
-        )
+        self.norm2 = group_norm(self.channels, self.groups, **kw)
         self.conv2 = layers.Conv3D(
             self.channels, 3, padding="same", kernel_initializer="zeros", **kw
         )
@@ -94,14 +235,17 @@ class Upsample3D(layers.Layer):
         self.conv = layers.Conv3D(channels, 3, padding="same", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        up = (input_shape[0], *(s * 2 for s in input_shape[1:4]), input_shape[4])
-        self.conv.build(up)
+        self.conv.build(self._doubled(input_shape, input_shape[4]))
 
     def call(self, x):
         return self.conv(self.resize(x))
 
+    @staticmethod
+    def _doubled(shape, channels):
+        return (shape[0], *(None if s is None else 2 * s for s in shape[1:4]), channels)
+
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *(s * 2 for s in input_shape[1:4]), self.channels)
+        return self._doubled(input_shape, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}
@@ -127,7 +271,7 @@ class Attention3D(layers.Layer):
                 f"({self.num_heads})"
             )
         kw = {"dtype": self.dtype_policy}
-        self.norm = layers.GroupNormalization(_groups(channels, self.groups), **kw)
+        self.norm = group_norm(channels, self.groups, **kw)
         self.qkv = layers.Dense(3 * channels, **kw)
         self.out = layers.Dense(channels, kernel_initializer="zeros", **kw)
         self.norm.build(input_shape)

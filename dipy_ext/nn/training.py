@@ -47,10 +47,26 @@ class ArrayBatches(keras.utils.PyDataset):
     With a memory map only the current batch is read from disk, so a cohort
     larger than memory can be trained on. The target is the input itself
     (auto-encoding) unless ``targets=False``.
+
+    With ``patch_shape``, each volume gives one random crop of that shape
+    per epoch (offsets multiples of ``patch_multiple``, so a network with
+    strides sees the voxel phases it sees on whole volumes). Of a few
+    candidate crops the one holding the most brain is kept, so patches
+    favour the brain over the empty field of view around it.
     """
 
     def __init__(
-        self, data, batch_size, *, shuffle=True, seed=None, flip_axis=None, targets=True
+        self,
+        data,
+        batch_size,
+        *,
+        shuffle=True,
+        seed=None,
+        flip_axis=None,
+        targets=True,
+        patch_shape=None,
+        patch_multiple=1,
+        patch_candidates=3,
     ):
         super().__init__()
         self.data = data
@@ -58,6 +74,9 @@ class ArrayBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.flip_axis = flip_axis
         self.targets = targets
+        self.patch_shape = None if patch_shape is None else tuple(patch_shape)
+        self.patch_multiple = int(patch_multiple)
+        self.patch_candidates = int(patch_candidates)
         self.rng = np.random.default_rng(seed)
         self.order = np.arange(len(data))
         if shuffle:
@@ -70,7 +89,10 @@ class ArrayBatches(keras.utils.PyDataset):
         idx = np.sort(
             self.order[index * self.batch_size : (index + 1) * self.batch_size]
         )
-        batch = np.asarray(self.data[idx], dtype=np.float32)
+        if self.patch_shape is None:
+            batch = np.asarray(self.data[idx], dtype=np.float32)
+        else:
+            batch = np.stack([self._crop(i) for i in idx])
         if self.flip_axis is not None:
             # left-right flips: a symmetric brain is still a brain
             flip = self.rng.random(len(batch)) < 0.5
@@ -78,6 +100,21 @@ class ArrayBatches(keras.utils.PyDataset):
         if batch.ndim == 4:
             batch = batch[..., None]
         return (batch, batch) if self.targets else (batch,)
+
+    def _crop(self, index):
+        """The candidate crop of volume ``index`` with the most brain voxels."""
+        best, best_brain = None, -1
+        for _ in range(self.patch_candidates):
+            slices = []
+            for size, patch in zip(self.data.shape[1:], self.patch_shape):
+                room = (size - patch) // self.patch_multiple
+                start = int(self.rng.integers(room + 1)) * self.patch_multiple
+                slices.append(slice(start, start + patch))
+            crop = np.asarray(self.data[(index, *slices)], dtype=np.float32)
+            brain = int(np.count_nonzero(crop > 1e-3))
+            if brain > best_brain:
+                best, best_brain = crop, brain
+        return best
 
     def on_epoch_end(self):
         if self.shuffle:

@@ -19,8 +19,8 @@ from dipy_ext.nn.layers import (
     ResBlock3D,
     TimestepEmbedding,
     Upsample3D,
-    _groups,
     downsample,
+    group_norm,
 )
 
 
@@ -117,7 +117,7 @@ def build_unet(
         if level > 0:
             h = Upsample3D(channels[level], dtype=dtype)(h)
 
-    h = layers.GroupNormalization(_groups(channels[0], groups), dtype=dtype)(h)
+    h = group_norm(channels[0], groups, dtype=dtype)(h)
     h = layers.Activation("silu", dtype=dtype)(h)
     out = layers.Conv3D(
         latent_channels,

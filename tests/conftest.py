@@ -4,6 +4,7 @@ import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as dipy_ext.nn does
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -52,7 +53,9 @@ def heldout_phantoms():
 
 @pytest.fixture(scope="session")
 def trained_vqvae(phantoms, tmp_path_factory):
-    """A tiny VQ-VAE (4x, 8^3 latents) trained briefly; returns its file path.
+    """A tiny VQ-VAE (4x with pixel shuffle, 8^3 latents) trained briefly.
+
+    Returns its file path and training history.
 
     Tests load their own copy from the file, so none can disturb another.
     """
@@ -61,7 +64,7 @@ def trained_vqvae(phantoms, tmp_path_factory):
 
     vq = VQVAE3D(
         input_shape=SHAPE,
-        channels=(16, 32, 32),
+        channels=(16, 32),
         num_res_blocks=1,
         num_embeddings=64,
         embedding_dim=4,

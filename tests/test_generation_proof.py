@@ -40,7 +40,7 @@ def generation():
     train = phantom_cohort(32, SHAPE, rng=0, atrophy=FAMILIES, folding=0.3)
     vq = VQVAE3D(
         input_shape=SHAPE,
-        channels=(16, 32, 32),
+        channels=(16, 32),
         num_res_blocks=1,
         num_embeddings=128,
         embedding_dim=4,

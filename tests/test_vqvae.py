@@ -30,14 +30,14 @@ def tiny(**kw):
 def test_shapes_and_dtypes():
     vq = tiny()
     x = np.random.default_rng(0).random((3, 16, 16, 16)).astype(np.float32)
-    assert vq.latent_shape == (8, 8, 8)
+    assert vq.latent_shape == (4, 4, 4) and vq.compression == 4
     rec = vq.predict(x)
     assert rec.shape == x.shape and rec.dtype == np.float32
     assert vq.predict(x[0]).shape == (16, 16, 16)  # single volume, no batch axis
     z = vq.encode(x)
-    assert z.shape == (3, 8, 8, 8, 4) and z.dtype == np.float32
+    assert z.shape == (3, 4, 4, 4, 4) and z.dtype == np.float32
     idx = vq.encode(x, return_indices=True)
-    assert idx.shape == (3, 8, 8, 8) and idx.max() < 16
+    assert idx.shape == (3, 4, 4, 4) and idx.max() < 16
     npt.assert_array_equal(z, vq.codebook[idx])
     assert vq.decode(z).shape == x.shape
     assert vq.decode(z[0]).shape == (16, 16, 16)
@@ -45,14 +45,17 @@ def test_shapes_and_dtypes():
 
 
 def test_eight_x_compression():
-    vq = tiny(input_shape=(32, 32, 16), channels=(4, 8, 8, 8))
+    vq = tiny(input_shape=(32, 32, 16), channels=(4, 8, 8))
+    assert vq.latent_shape == (4, 4, 2) and vq.compression == 8
+    # without pixel shuffling (the layout of older model files) one level less
+    vq = tiny(input_shape=(32, 32, 16), channels=(4, 8, 8, 8), pixel_shuffle=False)
     assert vq.latent_shape == (4, 4, 2)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"input_shape": (17, 16, 16)}, "divisible by 2"),
+        ({"input_shape": (18, 16, 16)}, "divisible by 4"),
         ({"num_res_blocks": (1, 1, 1)}, "num_res_blocks"),
         ({"loss": "huber"}, "'l1' or 'l2'"),
     ],
@@ -80,7 +83,7 @@ def test_bad_volumes(data, message):
 
 def test_bad_latents():
     with pytest.raises(ValueError, match="latents should have shape"):
-        tiny().decode(np.zeros((1, 4, 4, 4, 4)))
+        tiny().decode(np.zeros((1, 8, 8, 8, 4)))
 
 
 def test_save_load_identical(tmp_path):

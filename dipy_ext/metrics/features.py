@@ -126,15 +126,20 @@ def get_feature_extractor(spec="stats"):
             f"keras:{path.name}",
             batched=True,
         )
+    vq = load_vqvae(path)
+    return FeatureExtractor(vqvae_features(vq), f"vqvae:{path.name}", batched=True)
+
+
+def load_vqvae(path):
+    """The VQVAE3D of a VQVAE3D or LatentDiffusion3D model file."""
     from dipy_ext.nn.model_file import load_model_file
 
     try:
         from dipy_ext.nn.vqvae import VQVAE3D
 
-        vq = VQVAE3D.load(path)
+        return VQVAE3D.load(path)
     except ValueError:
         from dipy_ext.nn.diffusion import LatentDiffusion3D
 
         load_model_file(path, kind="LatentDiffusion3D")  # clear error if neither
-        vq = LatentDiffusion3D.load(path).vqvae
-    return FeatureExtractor(vqvae_features(vq), f"vqvae:{path.name}", batched=True)
+        return LatentDiffusion3D.load(path).vqvae

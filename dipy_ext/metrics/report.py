@@ -13,6 +13,7 @@ from dipy_ext.metrics.sets import (
     mmd,
     prdc,
 )
+from dipy_ext.metrics.sharpness import sharpness_ratio
 from dipy_ext.metrics.tissue import tissue_distribution_distance, tissue_fractions
 
 
@@ -90,6 +91,7 @@ def evaluate_synthesis(
         "mmd2_rbf": mmd2,
         "mmd_bandwidth": bandwidth,
         "prdc": prdc(f_real, f_syn),
+        "sharpness_ratio": sharpness_ratio(real, synthetic),
         "classifier_two_sample_test": classifier_two_sample_test(
             f_real, f_syn, seed=seed
         ),

@@ -117,7 +117,7 @@ class VQVAE3D:
         *,
         input_shape=(64, 64, 64),
         channels=(32, 64),
-        num_res_blocks=2,
+        num_res_blocks=1,
         pixel_shuffle=True,
         num_embeddings=512,
         embedding_dim=8,

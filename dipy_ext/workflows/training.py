@@ -105,11 +105,18 @@ class TrainVQVAE3DFlow(Workflow):
         reference="",
         grid_shape=(64, 64, 64),
         voxel_size=(3.0,),
-        channels=(16, 32, 64),
-        num_res_blocks=(1, 2, 2),
+        channels=(32, 64),
+        num_res_blocks=(1,),
+        no_pixel_shuffle=False,
         num_embeddings=512,
         embedding_dim=8,
         background_weight=1.0,
+        patch_shape=(0,),
+        gradient_loss_weight=1.0,
+        ssim_loss_weight=0.0,
+        adversarial_weight=0.05,
+        adversarial_start=-1,
+        adversarial_loss="hinge",
         epochs=50,
         batch_size=2,
         learning_rate=1e-3,
@@ -133,19 +140,38 @@ class TrainVQVAE3DFlow(Workflow):
         reference : string, optional
             NIfTI volume every input is rigidly registered to first.
         grid_shape : variable int, optional
-            Model grid shape (3 ints), each divisible by 2^(levels - 1).
+            Model grid shape (3 ints), each divisible by the compression
+            factor (2^levels, or 2^(levels - 1) with no_pixel_shuffle).
         voxel_size : variable float, optional
             Model grid voxel size in mm (one or three values).
         channels : variable int, optional
-            Channels per level; levels - 1 halvings of the grid.
+            Channels per level: (32, 64) compresses 4x per axis,
+            (32, 64, 128) 8x.
         num_res_blocks : variable int, optional
             Residual blocks per level (one value or one per level).
+        no_pixel_shuffle : bool, optional
+            Run the first level at full resolution (slower; the layout of
+            models made before pixel shuffling).
         num_embeddings : int, optional
             Codebook size.
         embedding_dim : int, optional
             Latent channels.
         background_weight : float, optional
             Loss weight of background voxels.
+        patch_shape : variable int, optional
+            Train on random crops of this shape (3 ints, multiples of the
+            compression factor); 0 trains on whole volumes.
+        gradient_loss_weight : float, optional
+            Weight of the gradient-difference loss (penalises blur).
+        ssim_loss_weight : float, optional
+            Weight of the 1 - SSIM loss.
+        adversarial_weight : float, optional
+            Weight of the PatchGAN adversarial loss (0: none).
+        adversarial_start : int, optional
+            Reconstruction-only steps before the adversarial loss switches
+            on; -1 starts it at a third of the run.
+        adversarial_loss : string, optional
+            hinge, least_squares or non_saturating.
         epochs : int, optional
             Training epochs.
         batch_size : int, optional
@@ -193,6 +219,7 @@ class TrainVQVAE3DFlow(Workflow):
             num_res_blocks=num_res_blocks
             if len(num_res_blocks) > 1
             else num_res_blocks[0],
+            pixel_shuffle=not no_pixel_shuffle,
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
             background_weight=background_weight,
@@ -201,6 +228,7 @@ class TrainVQVAE3DFlow(Workflow):
             seed=seed,
             verbose=True,
         )
+        steps = epochs * int(np.ceil(len(train) / batch_size))
         history = model.fit(
             volumes[train],
             epochs=epochs,
@@ -209,18 +237,35 @@ class TrainVQVAE3DFlow(Workflow):
             validation_data=volumes[val] if len(val) else None,
             checkpoint_dir=ckpt / "backup",
             flip_augment=flip_augment,
+            patch_shape=None if tuple(patch_shape) == (0,) else as_triple(patch_shape, "patch_shape"),
+            structure_losses={"gradient": gradient_loss_weight, "ssim": ssim_loss_weight},
+            adversarial_weight=adversarial_weight,
+            adversarial_start=steps // 3 if adversarial_start == -1 else adversarial_start,
+            adversarial_loss=adversarial_loss,
         )
         model.save(model_path)
         _curves(history, curves_path, f"VQVAE3D on {len(train)} volumes")
         _cleanup(ckpt, keep=bool(checkpoint_dir))
         if len(val):
-            usage = model.codebook_usage(volumes[val])
-            logger.info(
-                f"Validation codebook usage {usage['codebook_usage']:.0%}, "
-                f"perplexity {usage['perplexity']:.1f}"
-            )
+            _log_heldout(model, volumes[val])
         logger.info(f"Saved {model_path} and {curves_path}")
         return [str(model_path), str(curves_path)]
+
+
+def _log_heldout(model, volumes):
+    """Log how the held-out volumes come back: fidelity, sharpness, usage."""
+    from dipy_ext.metrics import psnr, sharpness_ratio, ssim
+
+    recon = model.predict(volumes)
+    usage = model.codebook_usage(volumes)
+    logger.info(
+        f"Held-out ({len(volumes)} volumes): PSNR "
+        f"{np.mean([psnr(a, b) for a, b in zip(volumes, recon)]):.2f} dB, SSIM "
+        f"{np.mean([ssim(a, b) for a, b in zip(volumes, recon)]):.4f}, sharpness "
+        f"ratio {sharpness_ratio(volumes, recon, paired=True):.3f} (1 = as sharp as "
+        f"real), codebook usage {usage['codebook_usage']:.0%}, perplexity "
+        f"{usage['perplexity']:.1f}"
+    )
 
 
 def read_conditions(path, files, names=None):

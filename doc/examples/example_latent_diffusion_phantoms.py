@@ -36,7 +36,7 @@ train = phantom_cohort(32, shape, rng=0, atrophy=families, folding=0.3)
 
 vq = VQVAE3D(
     input_shape=shape,
-    channels=(16, 32, 32),
+    channels=(16, 32),
     num_res_blocks=1,
     num_embeddings=128,
     embedding_dim=4,

@@ -29,14 +29,16 @@ train = phantom_cohort(48, shape, rng=0, atrophy=np.linspace(0, 1, 48))
 heldout = phantom_cohort(4, shape, rng=1000, atrophy=[0, 0.3, 0.7, 1])
 
 ###############################################################################
-# Two halvings of the grid (``channels`` has three levels): 8^3 latents of 8
+# The encoder first folds each 2x2x2 block of voxels into channels (pixel
+# shuffling: no layer works at full resolution, which keeps training fast),
+# then halves the grid once between its two levels: 8^3 latents of 8
 # channels, quantized against 256 codes. The codebook is updated by moving
 # averages, and codes nobody uses are restarted on encoder outputs.
 
 vq = VQVAE3D(
     input_shape=shape,
-    channels=(16, 32, 64),
-    num_res_blocks=(1, 2, 2),
+    channels=(32, 64),
+    num_res_blocks=(2, 2),
     num_embeddings=256,
     embedding_dim=8,
     seed=0,

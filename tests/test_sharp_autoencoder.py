@@ -1,0 +1,197 @@
+"""The sharp, fast autoencoder: layers, losses, patches, adversarial training."""
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+from scipy import ndimage
+
+pytest.importorskip("keras")
+
+import keras  # noqa: E402
+
+from dipy_ext.data import phantom_cohort  # noqa: E402
+from dipy_ext.metrics import reconstruction_report, sharpness, sharpness_ratio  # noqa: E402
+from dipy_ext.nn.discriminator import PatchDiscriminator3D  # noqa: E402
+from dipy_ext.nn.layers import (  # noqa: E402
+    GroupNorm3D,
+    SubpixelConv3D,
+    depth_to_space,
+    space_to_depth,
+)
+from dipy_ext.nn.losses import gradient_difference_loss, ssim_loss  # noqa: E402
+from dipy_ext.nn.vqvae import VQVAE3D  # noqa: E402
+
+
+def tiny(**kw):
+    cfg = {
+        "input_shape": (32, 32, 32),
+        "channels": (8, 16),
+        "num_res_blocks": 1,
+        "num_embeddings": 32,
+        "embedding_dim": 4,
+        "seed": 0,
+    }
+    cfg.update(kw)
+    return VQVAE3D(**cfg)
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return phantom_cohort(6, (32, 32, 32), rng=3)
+
+
+def test_group_norm_matches_keras():
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 6, 5, 4, 16)).astype(np.float32)
+    ours, ref = GroupNorm3D(4), keras.layers.GroupNormalization(4)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    weights = [np.linspace(0.5, 2, 16, dtype=np.float32), np.linspace(-1, 1, 16, dtype=np.float32)]
+    ours.set_weights(weights)
+    ref.set_weights(weights)
+    npt.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=2e-5)
+
+
+def test_space_to_depth_round_trip_and_subpixel_init():
+    x = np.random.default_rng(0).random((2, 4, 6, 8, 3)).astype(np.float32)
+    folded = np.asarray(space_to_depth(x))
+    assert folded.shape == (2, 2, 3, 4, 24)
+    npt.assert_array_equal(np.asarray(depth_to_space(folded)), x)
+    # ICNR: a fresh sub-pixel convolution is a nearest-neighbour upsampling
+    up = np.asarray(SubpixelConv3D(2)(x))
+    assert up.shape == (2, 8, 12, 16, 2)
+    npt.assert_allclose(up[:, 0::2, 0::2, 0::2], up[:, 1::2, 1::2, 1::2], atol=1e-6)
+
+
+def test_structure_losses_see_blur():
+    x = phantom_cohort(2, (32, 32, 32), rng=0)[..., None]
+    blurred = ndimage.gaussian_filter(x, (0, 1, 1, 1, 0))
+    for loss in (gradient_difference_loss, ssim_loss):
+        npt.assert_allclose(np.asarray(loss(x, x)), 0.0, atol=1e-5)
+        assert np.all(np.asarray(loss(x, blurred)) > 1e-3)
+
+
+def test_sharpness_metrics():
+    v = phantom_cohort(3, (32, 32, 32), rng=0)
+    blurred = np.stack([ndimage.gaussian_filter(a, 1.0) for a in v])
+    assert sharpness_ratio(v, v, paired=True) == pytest.approx(1.0)
+    assert sharpness_ratio(v, blurred, paired=True) < 0.8
+    assert sharpness(v[0]) > sharpness(blurred[0])
+    with pytest.raises(ValueError, match="brain voxels"):
+        sharpness(np.zeros((8, 8, 8)))
+    report = reconstruction_report(v, blurred)
+    assert report["sharpness_ratio"] < 0.8 and report["psnr_db"] > 15
+    assert 0 <= report["classifier_two_sample_test"]["accuracy"] <= 1
+
+
+def test_pixel_shuffle_compression_and_old_layout():
+    assert tiny().latent_shape == (8, 8, 8) and tiny().compression == 4
+    assert tiny(channels=(8, 16, 16)).compression == 8
+    assert tiny(pixel_shuffle=False).compression == 2
+
+
+def test_patch_training_gives_whole_volume_model(volumes):
+    vq = tiny()
+    history = vq.fit(volumes, epochs=2, batch_size=2, patch_shape=(16, 16, 16))
+    assert np.isfinite(history.history["loss"]).all()
+    assert vq.predict(volumes).shape == volumes.shape
+    assert vq.encode(volumes[:2]).shape == (2, 8, 8, 8, 4)
+    assert vq.decode(vq.encode(volumes[:1])).shape == (1, 32, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patch_shape": (12, 16, 16)}, "patch_shape should be 3 positive multiples of 4"),
+        ({"patch_shape": (64, 16, 16)}, "no larger than the grid"),
+        ({"structure_losses": {"lpips": 1.0}}, "structure loss should be one of"),
+        ({"structure_losses": {"ssim": float("nan")}}, "finite number"),
+        ({"adversarial_weight": -1.0}, "adversarial_weight should be a finite"),
+        ({"adversarial_weight": float("inf")}, "adversarial_weight should be a finite"),
+        ({"adversarial_start": -5}, "adversarial_start should be an integer"),
+        ({"adversarial_loss": "wasserstein"}, "adversarial loss should be one of"),
+        ({"discriminator_channels": 0}, "discriminator_channels"),
+        ({"epochs": 0}, "epochs should be an integer"),
+        ({"learning_rate": float("nan")}, "learning_rate should be a finite"),
+    ],
+)
+def test_bad_fit_options(volumes, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny().fit(volumes, **kwargs)
+
+
+def test_generator_term_leaves_discriminator_alone():
+    """The generator's adversarial term moves the autoencoder only."""
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("gradient check written with tf.GradientTape")
+    disc = PatchDiscriminator3D(channels=4, num_layers=2, groups=2)
+    x = tf.Variable(np.random.default_rng(0).random((1, 16, 16, 16, 1)), dtype="float32")
+    disc(x)
+    with tf.GradientTape(persistent=True) as tape:
+        frozen = [keras.ops.stop_gradient(v) for v in disc.trainable_variables]
+        logits, _ = disc.stateless_call(frozen, disc.non_trainable_variables, x)
+        term = keras.ops.mean(logits)
+    grads = tape.gradient(term, [v.value for v in disc.trainable_variables])
+    assert all(g is None or not np.any(np.asarray(g)) for g in grads)
+    assert np.any(np.asarray(tape.gradient(term, x)))
+
+
+def _discriminator_accuracy(vq, real):
+    recon = vq.predict(real)[..., None]
+    disc = vq.trainer.discriminator
+    on_real = np.asarray(disc(real[..., None])) > 0
+    on_fake = np.asarray(disc(recon)) < 0
+    return 0.5 * (on_real.mean() + on_fake.mean())
+
+
+def test_discriminator_learns_and_generator_pushes_back(volumes):
+    """D tells reconstructions from real; a weighted G makes that harder."""
+    options = {"epochs": 12, "batch_size": 2, "learning_rate": 2e-3, "adversarial_start": 6}
+    weak = tiny()
+    history = weak.fit(volumes, adversarial_weight=1e-6, **options).history
+    assert history["discriminator_loss"][0] == pytest.approx(history["discriminator_loss"][0])
+    # before the start step the discriminator is not trained
+    acc_weak = _discriminator_accuracy(weak, volumes)
+    assert max(history["disc_accuracy"][6:]) > 0.6
+    assert acc_weak > 0.6
+    strong = tiny()
+    strong.fit(volumes, adversarial_weight=1.0, **options)
+    assert _discriminator_accuracy(strong, volumes) < acc_weak
+
+
+def test_resume_restores_discriminator(volumes, tmp_path):
+    """A killed adversarial run resumes with the discriminator it had."""
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.at_start = [np.array(w) for w in self.model.discriminator.get_weights()]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.last = [np.array(w) for w in self.model.discriminator.get_weights()]
+
+    options = {"epochs": 3, "batch_size": 2, "adversarial_weight": 0.1, "checkpoint_dir": tmp_path / "ckpt"}
+    first = Record()
+    with pytest.raises(KeyboardInterrupt):
+        tiny().fit(volumes, callbacks=[first, StopAfter()], **options)
+    again = Record()
+
+    class Check(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.restored = [np.array(w) for w in self.model.discriminator.get_weights()]
+
+    check = Check()
+    history = tiny().fit(volumes, callbacks=[check, again], **options)
+    assert len(history.history["loss"]) == 1
+    for restored, saved in zip(check.restored, first.last):
+        npt.assert_array_equal(restored, saved)
+    # and the model file never holds it
+    path = tmp_path / "vq.npz"
+    vq = tiny()
+    vq.fit(volumes[:2], epochs=1, batch_size=2, adversarial_weight=0.1)
+    vq.save(path)
+    assert VQVAE3D.load(path).count_params() == tiny().count_params()

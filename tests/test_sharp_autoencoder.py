@@ -74,12 +74,12 @@ def test_sharpness_metrics():
     v = phantom_cohort(3, (32, 32, 32), rng=0)
     blurred = np.stack([ndimage.gaussian_filter(a, 1.0) for a in v])
     assert sharpness_ratio(v, v, paired=True) == pytest.approx(1.0)
-    assert sharpness_ratio(v, blurred, paired=True) < 0.8
+    assert sharpness_ratio(v, blurred, paired=True) < 0.92
     assert sharpness(v[0]) > sharpness(blurred[0])
     with pytest.raises(ValueError, match="brain voxels"):
         sharpness(np.zeros((8, 8, 8)))
     report = reconstruction_report(v, blurred)
-    assert report["sharpness_ratio"] < 0.8 and report["psnr_db"] > 15
+    assert report["sharpness_ratio"] < 0.92 and report["psnr_db"] > 15
     assert 0 <= report["classifier_two_sample_test"]["accuracy"] <= 1
 
 
@@ -101,7 +101,7 @@ def test_patch_training_gives_whole_volume_model(volumes):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"patch_shape": (12, 16, 16)}, "patch_shape should be 3 positive multiples of 4"),
+        ({"patch_shape": (10, 16, 16)}, "patch_shape should be 3 positive multiples of 4"),
         ({"patch_shape": (64, 16, 16)}, "no larger than the grid"),
         ({"structure_losses": {"lpips": 1.0}}, "structure loss should be one of"),
         ({"structure_losses": {"ssim": float("nan")}}, "finite number"),

@@ -69,7 +69,8 @@ def parse(argv=None):
     p.add_argument("--val", type=int, default=20, help="held-out volumes")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 mixed precision (default: where the CPU has it natively)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default="/tmp/dipy_ext_bench_cache")
     p.add_argument("--save", help="write the last trained model here")
@@ -320,6 +321,8 @@ def print_quality(q):
 
 def main(argv=None):
     args = parse(argv)
+    if args.bf16 is None:
+        args.bf16 = native_bf16()
     if args.phase:
         config, precision = args.phase.split(":")
         print(json.dumps(speed_phase(args, config, precision)))

@@ -29,6 +29,7 @@ from dipy_ext.nn.model_file import (
     model_weights,
     save_model_file,
 )
+from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
     as_volume_batch,
@@ -38,7 +39,6 @@ from dipy_ext.nn.training import (
 from dipy_ext.nn.unet import build_unet
 from dipy_ext.nn.vqvae import VQVAE3D
 
-SAMPLERS = ("ddim", "ddpm")
 
 
 class DiffusionTrainer(keras.Model):
@@ -421,23 +421,30 @@ class LatentDiffusion3D:
             raise ValueError(f"num_samples should be >= 1, got {num_samples}")
         if self.scale_factor is None:
             raise ValueError("this model is not trained: fit it (or load one) first")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler should be one of {SAMPLERS}, got {sampler!r}")
+        if not (
+            isinstance(guidance_scale, (int, float, np.floating))
+            and np.isfinite(guidance_scale)
+            and guidance_scale >= 0
+        ):
+            raise ValueError(
+                f"guidance_scale should be a finite number >= 0, got {guidance_scale!r}"
+            )
         if guidance_scale != 1.0 and self.condition_dim == 0:
             raise ValueError("guidance_scale != 1 needs a conditional model")
+        if not isinstance(sampler, Sampler):
+            sampler = make_sampler(sampler, self.schedule, eta=eta)
+        if isinstance(sampler, DDPMSampler):
+            num_inference_steps = None  # DDPM takes every training step
+        sampler.set_timesteps(num_inference_steps)
         conditions = self._check_conditions(conditions, num_samples)
-        if sampler == "ddim":
-            steps = self.schedule.ddim_timesteps(num_inference_steps)
-        else:
-            steps = np.arange(self.schedule.num_timesteps)[::-1]
         rng = np.random.default_rng(seed)
         shape = (*self.vqvae.latent_shape, self.vqvae.embedding_dim)
         noise = rng.standard_normal((num_samples, *shape)).astype(np.float32)
         out = np.empty_like(noise)
         batches = range(0, num_samples, batch_size)
         with tqdm(
-            total=len(batches) * len(steps),
-            desc=f"{sampler} sampling",
+            total=len(batches) * len(sampler.timesteps),
+            desc=f"{sampler.name} sampling",
             disable=not progress,
             unit="step",
         ) as bar:
@@ -445,16 +452,10 @@ class LatentDiffusion3D:
                 sl = slice(start, start + batch_size)
                 x = noise[sl]
                 cond = None if conditions is None else conditions[sl]
-                for i, t in enumerate(steps):
+                sampler.set_timesteps(num_inference_steps)  # fresh solver state
+                for t in sampler.timesteps:
                     model_out = self._model_output(x, int(t), cond, guidance_scale)
-                    if sampler == "ddim":
-                        t_prev = int(steps[i + 1]) if i + 1 < len(steps) else -1
-                        x = self.schedule.ddim_step(
-                            model_out, int(t), t_prev, x, eta=eta, rng=rng
-                        )
-                    else:
-                        x = self.schedule.ddpm_step(model_out, int(t), x, rng)
-                    x = x.astype(np.float32)
+                    x = sampler.step(model_out, int(t), x, rng)
                     bar.update(1)
                 out[sl] = x
         return out
@@ -481,10 +482,13 @@ class LatentDiffusion3D:
         conditions : ndarray (num_samples, condition_dim), optional
             Conditions of a conditional model.
         num_inference_steps : int, optional
-            DDIM steps (ignored by DDPM, which takes all training steps).
-        sampler : {"ddim", "ddpm"}, optional
+            Network evaluations (ignored by DDPM, which takes every
+            training step).
+        sampler : {"ddim", "dpm_solver", "ddpm"} or Sampler, optional
+            How the reverse process is solved (:mod:`dipy_ext.nn.samplers`):
+            DPM-Solver++(2M) matches DDIM's quality in far fewer steps.
         eta : float, optional
-            DDIM stochasticity (0: deterministic).
+            DDIM stochasticity (0: deterministic; used by DDIM only).
         guidance_scale : float, optional
             Classifier-free guidance (1: none; > 1 follows the condition more).
         seed : int, optional

@@ -1,29 +1,22 @@
 """PNG figures: slice mosaics, training curves, evaluation summaries.
 
-Matplotlib with the Agg backend, so figures are written on machines without
-a display. Every writer goes through a temporary file and a rename, so a
-failed run leaves no half-written PNG.
+Figures are ``matplotlib.figure.Figure`` objects drawn straight to PNG,
+never through pyplot: no display is needed and the user's matplotlib
+backend and open figures are left as they were. Every writer goes through a
+temporary file and a rename, so a failed run leaves no half-written PNG.
 """
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dipy_ext._files import atomic_path  # noqa: E402
+from dipy_ext._files import atomic_path
 
 
 def _save(fig, path):
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(
-                tmp, dpi=100, bbox_inches="tight", facecolor=fig.get_facecolor()
-            )
-    finally:
-        plt.close(fig)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", facecolor=fig.get_facecolor())
     return Path(path)
 
 
@@ -37,7 +30,7 @@ def _slices(volume):
     )
 
 
-def mosaic(volumes, path, *, titles=None, row_labels=None, vmax=None):
+def mosaic(volumes, path, *, titles=None, vmax=None):
     """Mid-slices of each volume: one column per volume, one row per view.
 
     Parameters
@@ -47,8 +40,6 @@ def mosaic(volumes, path, *, titles=None, row_labels=None, vmax=None):
         PNG file to write.
     titles : list of str, optional
         One per volume.
-    row_labels : tuple of 3 str, optional
-        Labels of the three views.
     vmax : float, optional
         Upper grey level (default: the 99.5th percentile over all volumes).
     """
@@ -61,10 +52,9 @@ def mosaic(volumes, path, *, titles=None, row_labels=None, vmax=None):
         or 1.0
     )
     n = len(volumes)
-    fig, axes = plt.subplots(
-        3, n, figsize=(1.8 * n, 5.4), squeeze=False, facecolor="black"
-    )
-    labels = row_labels or ("axial", "coronal", "sagittal")
+    fig = Figure(figsize=(1.8 * n, 5.4), facecolor="black")
+    axes = fig.subplots(3, n, squeeze=False)
+    labels = ("axial", "coronal", "sagittal")
     for j, v in enumerate(volumes):
         for i, sl in enumerate(_slices(v)):
             ax = axes[i, j]
@@ -86,9 +76,8 @@ def comparison(rows, path, *, row_titles, vmax=None, diff_row=None):
     input / reconstruction / difference), one column per subject."""
     rows = [[np.asarray(v, np.float32) for v in r] for r in rows]
     n_rows, n_cols = len(rows), len(rows[0])
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(1.8 * n_cols, 1.9 * n_rows), squeeze=False
-    )
+    fig = Figure(figsize=(1.8 * n_cols, 1.9 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             sl = _slices(v)[0]
@@ -111,9 +100,8 @@ def training_curves(history, path, *, title=None):
     names = [k for k in logs if not k.startswith("val_")]
     if not names:
         raise ValueError("history has no metric to plot")
-    fig, axes = plt.subplots(
-        1, len(names), figsize=(3.6 * len(names), 3), squeeze=False
-    )
+    fig = Figure(figsize=(3.6 * len(names), 3))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(logs[name]) + 1)
         ax.plot(epochs, logs[name], label="train")
@@ -139,7 +127,7 @@ def evaluation_figure(real, synthetic, report, path, *, n_show=4):
     real = np.asarray(real)
     synthetic = np.asarray(synthetic)
     n_show = min(n_show, len(real), len(synthetic))
-    fig = plt.figure(figsize=(2.0 * max(n_show, 4), 8.5))
+    fig = Figure(figsize=(2.0 * max(n_show, 4), 8.5))
     grid = fig.add_gridspec(3, max(n_show, 3))
     for j in range(n_show):
         for i, (vols, name) in enumerate(((real, "real"), (synthetic, "synthetic"))):

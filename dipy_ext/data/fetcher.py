@@ -16,6 +16,7 @@ from urllib.error import URLError
 from urllib.request import urlopen
 import zlib
 
+from dipy.data.fetcher import FetcherError as DipyFetcherError
 from dipy.utils.logging import logger
 from tqdm.auto import tqdm
 
@@ -30,8 +31,12 @@ NFBS_FOLDER = "NFBS_Dataset"
 _MARKER = ".complete"
 
 
-class FetcherError(Exception):
-    """A download or extraction failed; nothing partial was left in place."""
+class FetcherError(DipyFetcherError):
+    """A download or extraction failed; nothing partial was left in place.
+
+    A subclass of DIPY's own, so ``except dipy.data.fetcher.FetcherError``
+    catches it too.
+    """
 
 
 def dipy_home():

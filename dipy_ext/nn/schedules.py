@@ -1,4 +1,4 @@
-"""Noise schedules and samplers for diffusion models; no network inside.
+"""The forward (noising) process of diffusion models; no network inside.
 
 Notation (Ho et al. 2020; Song et al. 2021): ``a_t = alphas_cumprod[t]``,
 ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``. The network predicts one of
@@ -7,8 +7,8 @@ Notation (Ho et al. 2020; Song et al. 2021): ``a_t = alphas_cumprod[t]``,
 * ``"v"``: ``v = sqrt(a_t) eps - sqrt(1 - a_t) x_0`` (Salimans & Ho 2022);
 * ``"x0"``: the clean sample ``x_0``.
 
-Everything here is plain numpy on arrays of any shape (the diffusion model
-calls the network and hands its output to these functions), except
+Everything here is plain numpy on arrays of any shape (the reverse process
+is in :mod:`dipy_ext.nn.samplers`), except
 :meth:`NoiseSchedule.q_sample_ops` and :meth:`NoiseSchedule.target_ops`,
 which the training step uses inside the Keras graph.
 """

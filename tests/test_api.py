@@ -1,0 +1,38 @@
+"""The public API: cheap imports, no global side effects, DIPY compatibility."""
+
+import subprocess
+import sys
+
+
+def _run(code):
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_nn_imports_models_lazily():
+    out = _run(
+        "import sys, dipy_ext, dipy_ext.nn; print('keras' in sys.modules); "
+        "from dipy_ext.nn import VQVAE3D, LatentDiffusion3D; "
+        "print(VQVAE3D.__module__, LatentDiffusion3D.__module__)"
+    )
+    assert out.splitlines() == ["False", "dipy_ext.nn.vqvae dipy_ext.nn.diffusion"]
+
+
+def test_viz_leaves_matplotlib_backend_alone():
+    out = _run(
+        "import matplotlib; matplotlib.use('svg'); import numpy as np, tempfile, os; "
+        "from dipy_ext.viz import mosaic; "
+        "p = os.path.join(tempfile.mkdtemp(), 'm.png'); "
+        "mosaic([np.random.rand(8, 8, 8)], p); "
+        "print(matplotlib.get_backend(), os.path.getsize(p) > 0)"
+    )
+    assert out == "svg True"
+
+
+def test_fetcher_error_is_dipys():
+    from dipy.data.fetcher import FetcherError as DipyFetcherError
+
+    from dipy_ext.data.fetcher import FetcherError
+
+    assert issubclass(FetcherError, DipyFetcherError)

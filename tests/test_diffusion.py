@@ -122,6 +122,16 @@ def test_bad_arguments(tiny_vq):
         ldm.predict(1, num_inference_steps=50)  # more than the 20 training steps
     with pytest.raises(ValueError, match="guidance_scale"):
         ldm.predict(1, guidance_scale=3.0)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="eta should be a finite number"):
+            ldm.predict(1, num_inference_steps=5, eta=bad)
+        with pytest.raises(ValueError, match="guidance_scale should be a finite"):
+            ldm.predict(1, num_inference_steps=5, guidance_scale=bad)
+    # every sampler runs through the one loop; deterministic ones repeat
+    a = ldm.predict(2, num_inference_steps=5, sampler="dpm_solver", seed=1)
+    b = ldm.predict(2, num_inference_steps=5, sampler="dpm_solver", seed=1)
+    npt.assert_array_equal(a, b)
+    assert a.shape == (2, *SHAPE) and np.isfinite(a).all()
     cond = tiny_ldm(tiny_vq, condition_dim=2)
     with pytest.raises(ValueError, match="needs conditions"):
         cond.fit(phantom_cohort(2, SHAPE, rng=3), epochs=1)

@@ -32,6 +32,7 @@ from dipy_ext.nn.model_file import (
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
+    ArrayBatches,
     as_volume_batch,
     learning_rate_schedule,
     training_callbacks,
@@ -44,10 +45,11 @@ from dipy_ext.nn.vqvae import VQVAE3D
 class DiffusionTrainer(keras.Model):
     """Wraps the UNet for training: noises clean latents inside ``call``.
 
-    ``call`` returns the prediction and its target side by side on the last
-    axis, and :func:`diffusion_loss` compares the two halves; drawing the
-    random timestep and noise in ``call`` keeps the RNG state a model
-    variable, so this trains on any Keras backend.
+    ``call`` draws a timestep and noise per sample, asks the UNet for its
+    prediction at the noised latents and adds the mean squared error to its
+    target as the model's loss (``add_loss``, as the quantizer does), so the
+    batches carry no target. Drawing the random numbers in ``call`` keeps the
+    RNG state a model variable, so this trains on any Keras backend.
     """
 
     def __init__(
@@ -82,41 +84,8 @@ class DiffusionTrainer(keras.Model):
             args += [condition, drop]
         prediction = ops.cast(self.unet(args, training=training), "float32")
         target = self.schedule.target_ops(x0, noise, t)
-        return ops.concatenate([prediction, target], axis=-1)
-
-
-def diffusion_loss(y_true, y_pred):
-    """Mean squared error between the two halves of ``y_pred``'s last axis."""
-    prediction, target = ops.split(y_pred, 2, axis=-1)
-    return ops.mean((prediction - target) ** 2, axis=(1, 2, 3, 4))
-
-
-class LatentBatches(keras.utils.PyDataset):
-    """Shuffled batches of (normalised) latents and optional conditions."""
-
-    def __init__(self, latents, conditions, batch_size, *, shuffle=True, seed=None):
-        super().__init__()
-        self.latents = latents
-        self.conditions = conditions
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.rng = np.random.default_rng(seed)
-        self.order = np.arange(len(latents))
-        if shuffle:
-            self.rng.shuffle(self.order)
-
-    def __len__(self):
-        return int(np.ceil(len(self.latents) / self.batch_size))
-
-    def __getitem__(self, index):
-        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        z = self.latents[idx]
-        x = z if self.conditions is None else (z, self.conditions[idx])
-        return x, z  # the target is unused: the model makes its own
-
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+        self.add_loss(ops.mean((prediction - target) ** 2))
+        return prediction
 
 
 class LatentDiffusion3D:
@@ -340,7 +309,9 @@ class LatentDiffusion3D:
             self.latent_mean = raw.mean(axis=0).astype(np.float32)
             self.scale_factor = float(1.0 / ((raw - self.latent_mean).std() + 1e-8))
         latents = ((raw - self.latent_mean) * self.scale_factor).astype(np.float32)
-        train = LatentBatches(latents, conditions, batch_size, seed=self.seed)
+        train = ArrayBatches(
+            latents, batch_size, seed=self.seed, conditions=conditions, targets=False
+        )
         val = None
         if validation_data is not None:
             val_vols, _ = as_volume_batch(
@@ -349,8 +320,12 @@ class LatentDiffusion3D:
             val_cond = self._check_conditions(
                 validation_conditions, len(val_vols), "validation_conditions"
             )
-            val = LatentBatches(
-                self.encode(val_vols), val_cond, batch_size, shuffle=False
+            val = ArrayBatches(
+                self.encode(val_vols),
+                batch_size,
+                shuffle=False,
+                conditions=val_cond,
+                targets=False,
             )
         if not self.trainer.built:  # BackupAndRestore needs built variables
             self.trainer(train[0][0])
@@ -360,7 +335,6 @@ class LatentDiffusion3D:
                 use_ema=ema_momentum is not None,
                 ema_momentum=0.99 if ema_momentum is None else ema_momentum,
             ),
-            loss=diffusion_loss,
         )
         return self.trainer.fit(
             train,
@@ -431,12 +405,12 @@ class LatentDiffusion3D:
             )
         if guidance_scale != 1.0 and self.condition_dim == 0:
             raise ValueError("guidance_scale != 1 needs a conditional model")
+        conditions = self._check_conditions(conditions, num_samples)
         if not isinstance(sampler, Sampler):
             sampler = make_sampler(sampler, self.schedule, eta=eta)
         if isinstance(sampler, DDPMSampler):
             num_inference_steps = None  # DDPM takes every training step
         sampler.set_timesteps(num_inference_steps)
-        conditions = self._check_conditions(conditions, num_samples)
         rng = np.random.default_rng(seed)
         shape = (*self.vqvae.latent_shape, self.vqvae.embedding_dim)
         noise = rng.standard_normal((num_samples, *shape)).astype(np.float32)

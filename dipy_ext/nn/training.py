@@ -46,7 +46,9 @@ class ArrayBatches(keras.utils.PyDataset):
 
     With a memory map only the current batch is read from disk, so a cohort
     larger than memory can be trained on. The target is the input itself
-    (auto-encoding) unless ``targets=False``.
+    (auto-encoding) unless ``targets=False`` (a model that makes its own).
+    With ``conditions`` (one row per item) the input is ``(batch,
+    conditions)``.
 
     With ``patch_shape``, each volume gives one random crop of that shape
     per epoch (offsets multiples of ``patch_multiple``, so a network with
@@ -64,6 +66,7 @@ class ArrayBatches(keras.utils.PyDataset):
         seed=None,
         flip_axis=None,
         targets=True,
+        conditions=None,
         patch_shape=None,
         patch_multiple=1,
         patch_candidates=3,
@@ -74,6 +77,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.flip_axis = flip_axis
         self.targets = targets
+        self.conditions = conditions
         self.patch_shape = None if patch_shape is None else tuple(patch_shape)
         self.patch_multiple = int(patch_multiple)
         self.patch_candidates = int(patch_candidates)
@@ -99,7 +103,8 @@ class ArrayBatches(keras.utils.PyDataset):
             batch[flip] = np.flip(batch[flip], axis=self.flip_axis)
         if batch.ndim == 4:
             batch = batch[..., None]
-        return (batch, batch) if self.targets else (batch,)
+        x = batch if self.conditions is None else (batch, self.conditions[idx])
+        return (x, batch) if self.targets else (x,)
 
     def _crop(self, index):
         """The candidate crop of volume ``index`` with the most brain voxels."""

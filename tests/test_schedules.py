@@ -89,3 +89,8 @@ def test_ops_versions_match_numpy():
 def test_guidance():
     npt.assert_allclose(guided(np.array([2.0]), np.array([1.0]), 3.0), [4.0])
     npt.assert_allclose(guided(np.array([2.0]), np.array([1.0]), 1.0), [2.0])
+
+
+def test_explicit_zero_beta_start_is_kept():
+    betas = make_betas("linear", 5, beta_start=0.0, beta_end=0.02)
+    npt.assert_allclose(betas[[0, -1]], [0.0, 0.02])

@@ -123,6 +123,45 @@ def test_synthesize_flow(trained_files, tmp_path):
         SynthesizeBrainFlow().run(**options)
     SynthesizeBrainFlow(force=True).run(**options)
     npt.assert_array_equal(np.asarray(nib.load(files[0]).dataobj), data)
+    # the same seed gives the same volumes whatever the batch size
+    last = data_of(files[2])  # drawn in the second batch of 2
+    for batch_size in (1, 3):  # (float round-off may differ with the batch)
+        SynthesizeBrainFlow(force=True).run(**{**options, "batch_size": batch_size})
+        npt.assert_allclose(data_of(files[0]), data, atol=1e-4)
+        npt.assert_allclose(data_of(files[2]), last, atol=1e-4)
+    # --force with fewer samples leaves one set, not a mix with the old one
+    SynthesizeBrainFlow(force=True).run(**{**options, "num_samples": 1})
+    assert sorted(f.name for f in tmp_path.glob("*.nii.gz")) == ["synthetic_brain_000.nii.gz"]
+    npt.assert_array_equal(data_of(files[0]), data)
+
+
+def data_of(path):
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_killed_nifti_write_leaves_nothing_nifti_like(tmp_path, monkeypatch):
+    """A write killed after its temporary file is complete leaves only a
+    hidden .part file, which folder inputs do not pick up."""
+    import dipy_ext._files as files_module
+    from dipy_ext.data.io import find_nifti_files
+    from dipy_ext.workflows.base import save_nifti_atomic
+
+    save_nifti_atomic(tmp_path / "a.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # the rename never happens
+
+    monkeypatch.setattr(files_module.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_nifti_atomic(tmp_path / "b.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+    monkeypatch.undo()
+    # the atomic writer removes its temporary file; a hard kill (no cleanup)
+    # would leave a hidden ".b.nii.gz.*.part": neither is taken as input
+    (tmp_path / ".b.nii.gz.x1y2.part").write_bytes(b"\x1f\x8b truncated")
+    assert not any(p.name.endswith((".nii", ".nii.gz")) for p in tmp_path.glob(".*"))
+    assert [p.name for p in find_nifti_files(tmp_path)] == ["a.nii.gz"]
+    (tmp_path / ".hidden.nii.gz").write_bytes(b"truncated")  # an older writer's
+    assert [p.name for p in find_nifti_files(tmp_path)] == ["a.nii.gz"]
 
 
 @pytest.mark.parametrize(
@@ -133,6 +172,11 @@ def test_synthesize_flow(trained_files, tmp_path):
         ({"conditions": ["weight=70", "sex=1"]}, "expects age=<value> sex=<value>"),
         ({"conditions": ["age=old", "sex=1"]}, "should be a number"),
         ({"sampler": "euler"}, "sampler should be"),
+        ({"eta": float("nan")}, "eta should be a finite number"),
+        ({"eta": float("inf")}, "eta should be a finite number"),
+        ({"eta": -1.0}, "eta should be a finite number"),
+        ({"guidance_scale": float("nan")}, "guidance_scale should be a finite"),
+        ({"guidance_scale": float("inf")}, "guidance_scale should be a finite"),
     ],
 )
 def test_synthesize_flow_bad_input(trained_files, tmp_path, kwargs, message):
@@ -421,3 +465,27 @@ def test_fetch_console_script_against_local_server(tmp_path):
         assert bad.returncode != 0 and "md5" in bad.stderr
     finally:
         httpd.shutdown()
+
+
+def test_vqvae_flow_patches_losses_and_heldout_report(t1_folder, tmp_path, dipy_log):
+    common = {
+        "mask_files": str(t1_folder / "*_mask.nii.gz"),
+        "grid_shape": GRID,
+        "voxel_size": (4.0,),
+        "channels": (8, 16),
+        "num_embeddings": 16,
+        "embedding_dim": 4,
+        "epochs": 1,
+        "batch_size": 2,
+        "validation_fraction": 0.34,
+    }
+    inputs = str(t1_folder / "*_T1w.nii.gz")
+    with pytest.raises(ValueError, match="adversarial loss should be one of"):
+        TrainVQVAE3DFlow().run(inputs, adversarial_loss="wgan", out_dir=str(tmp_path / "a"), **common)
+    assert not (tmp_path / "a" / "vqvae3d.npz").exists()
+    TrainVQVAE3DFlow().run(
+        inputs, patch_shape=(8,), ssim_loss_weight=0.5, out_dir=str(tmp_path / "b"), **common
+    )
+    assert (tmp_path / "b" / "vqvae3d.npz").exists()
+    assert "Held-out (2 volumes): PSNR" in dipy_log.text
+    assert "sharpness ratio" in dipy_log.text

@@ -67,7 +67,11 @@ def parse(argv=None):
     p.add_argument("--minutes", type=float, default=7.0, help="training budget per recipe")
     p.add_argument("--train", type=int, default=120, help="training volumes")
     p.add_argument("--val", type=int, default=20, help="held-out volumes")
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch", type=int, default=2, help="batch of the speed runs")
+    p.add_argument("--quality-batch", type=int, default=4)
+    p.add_argument("--patch", type=int, default=32,
+                   help="cube side of the training patches of the 64^3 quality runs "
+                   "(0: whole volumes); the 128^3 run trains on 64^3 patches")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bfloat16 mixed precision (default: where the CPU has it natively)")
@@ -247,18 +251,20 @@ def train_for(vq, train, args, options):
 
     probe = VQVAE3D.from_config(vq.get_config(), mixed_precision=vq.mixed_precision)
     timer = step_timer()
-    probe.fit(train[: args.batch * 8], epochs=1, batch_size=args.batch,
-              callbacks=[timer], **options)
+    batch = args.quality_batch
+    probe.fit(train[: batch * 8], epochs=1, batch_size=batch, callbacks=[timer], **options)
     step_s = float(np.median(timer.times[2:]))
-    steps_per_epoch = int(np.ceil(len(train) / args.batch))
+    steps_per_epoch = int(np.ceil(len(train) / batch))
     epochs = max(1, int(args.minutes * 60 / step_s / steps_per_epoch))
     options = dict(options)
     if options.get("adversarial_weight"):
         options["adversarial_start"] = epochs * steps_per_epoch // 3
     t0 = time.perf_counter()
-    history = vq.fit(train, epochs=epochs, batch_size=args.batch, learning_rate=args.lr,
+    history = vq.fit(train, epochs=epochs, batch_size=batch, learning_rate=args.lr,
                      flip_augment=True, **options)
     return {
+        "batch": batch,
+        "patch": options.get("patch_shape"),
         "step_s": step_s,
         "steps": epochs * steps_per_epoch,
         "adversarial_start": options.get("adversarial_start"),
@@ -290,7 +296,8 @@ def quality(args, recipe, *, large=False):
     if large:
         shape, voxel, config, patch = (128,) * 3, 1.5, CONFIGS["8x"], (64, 64, 64)
     else:
-        shape, voxel, config, patch = (64,) * 3, 3.0, CONFIGS["default"], None
+        patch = (args.patch,) * 3 if args.patch else None
+        shape, voxel, config = (64,) * 3, 3.0, CONFIGS["default"]
     train = cohort(args, shape, voxel, args.train, args.seed)
     val = cohort(args, shape, voxel, args.val, args.seed + 1000)
     vq = VQVAE3D(input_shape=shape, **config, mixed_precision=args.bf16, seed=args.seed)
@@ -299,7 +306,7 @@ def quality(args, recipe, *, large=False):
         options["patch_shape"] = patch
     run = train_for(vq, train, args, options)
     recon = vq.predict(val, batch_size=1)
-    out = {"recipe": recipe, "grid": f"{shape[0]}^3 @ {voxel} mm", "compression": vq.compression,
+    out = {"recipe": recipe, "grid": f"{shape[0]}^3 @ {voxel:g} mm", "compression": vq.compression,
            **run, **realism(val, recon, train)}
     if args.save:
         vq.save(args.save)
@@ -309,7 +316,8 @@ def quality(args, recipe, *, large=False):
 def print_quality(q):
     c = q["classifier_two_sample_test"]
     print(
-        f"{q['recipe']:12s} {q['grid']:14s} {q['steps']:6d} steps {q['train_minutes']:5.1f} min "
+        f"{q['recipe']:12s} {q['grid']:13s} {q['compression']}x, patches {q['patch']}, "
+        f"batch {q['batch']}: {q['steps']:5d} steps {q['train_minutes']:5.1f} min "
         f"({q['step_s']:.2f} s/step): PSNR {q['psnr_db']:.2f} dB (min {q['psnr_min_db']:.2f}), "
         f"SSIM {q['ssim']:.4f}, sharpness {q['sharpness_ratio']:.3f}, "
         f"C2ST recon vs real {c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}] "

@@ -39,7 +39,10 @@ def find_nifti_files(inputs):
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if is_nifti(p))
+            # hidden files (an editor's or a killed writer's) are not inputs
+            found = sorted(
+                p for p in item.iterdir() if is_nifti(p) and not p.name.startswith(".")
+            )
         elif item.exists():
             found = [item]
         else:

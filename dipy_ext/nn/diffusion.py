@@ -3,7 +3,7 @@
 ``fit`` encodes the training volumes once and normalises the latents: it
 subtracts the mean latent of the training set, voxel by voxel, and scales
 what remains by 1/std. Brains on a common grid share most of their latent
-(the mean brain): in the seed's and our first experiments the variation
+(the mean brain): in the earlier GSoC attempt and our first experiments the variation
 between subjects was under a tenth of the latents' spread, so the noise
 buried it within the first few percent of the diffusion steps and the
 samples regressed to the mean brain. Centred this way the diffusion models
@@ -86,6 +86,38 @@ class DiffusionTrainer(keras.Model):
         target = self.schedule.target_ops(x0, noise, t)
         self.add_loss(ops.mean((prediction - target) ** 2))
         return prediction
+
+
+class SampleStreams:
+    """One numpy Generator per sample, drawn from as one batch.
+
+    ``standard_normal((n, ...))`` stacks one draw of each stream, so a
+    sample's noise does not depend on which samples share its batch.
+    """
+
+    def __init__(self, generators):
+        self.generators = list(generators)
+
+    def __getitem__(self, index):
+        return SampleStreams(self.generators[index])
+
+    def standard_normal(self, shape):
+        if shape[0] != len(self.generators):
+            raise ValueError(f"{len(self.generators)} streams for a batch of {shape[0]}")
+        return np.stack([g.standard_normal(shape[1:]) for g in self.generators]).astype(
+            np.float32
+        )
+
+
+def sample_streams(seed, first, n):
+    """Streams of samples ``first .. first + n - 1`` of a seed (None: fresh)."""
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 0:
+        raise ValueError(f"first_sample should be an integer >= 0, got {first!r}")
+    entropy = np.random.SeedSequence(seed).entropy
+    return SampleStreams(
+        np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(first + i,)))
+        for i in range(n)
+    )
 
 
 class LatentDiffusion3D:
@@ -378,6 +410,7 @@ class LatentDiffusion3D:
         eta=0.0,
         guidance_scale=1.0,
         seed=None,
+        first_sample=0,
         batch_size=4,
         progress=True,
     ):
@@ -411,9 +444,9 @@ class LatentDiffusion3D:
         if isinstance(sampler, DDPMSampler):
             num_inference_steps = None  # DDPM takes every training step
         sampler.set_timesteps(num_inference_steps)
-        rng = np.random.default_rng(seed)
+        streams = sample_streams(seed, first_sample, num_samples)
         shape = (*self.vqvae.latent_shape, self.vqvae.embedding_dim)
-        noise = rng.standard_normal((num_samples, *shape)).astype(np.float32)
+        noise = streams.standard_normal((num_samples, *shape))
         out = np.empty_like(noise)
         batches = range(0, num_samples, batch_size)
         with tqdm(
@@ -425,6 +458,7 @@ class LatentDiffusion3D:
             for start in batches:
                 sl = slice(start, start + batch_size)
                 x = noise[sl]
+                rng = streams[sl]
                 cond = None if conditions is None else conditions[sl]
                 sampler.set_timesteps(num_inference_steps)  # fresh solver state
                 for t in sampler.timesteps:
@@ -444,6 +478,7 @@ class LatentDiffusion3D:
         eta=0.0,
         guidance_scale=1.0,
         seed=None,
+        first_sample=0,
         batch_size=4,
         progress=True,
     ):
@@ -466,7 +501,12 @@ class LatentDiffusion3D:
         guidance_scale : float, optional
             Classifier-free guidance (1: none; > 1 follows the condition more).
         seed : int, optional
-            Same seed, same volumes.
+            Same seed, same volumes, whatever ``batch_size``: each sample
+            has its own random stream, derived from the seed and its index.
+        first_sample : int, optional
+            Index of the first sample in the seed's sequence, to draw a long
+            run in pieces: ``predict(4, seed=s, first_sample=4)`` gives
+            samples 4-7 of ``predict(8, seed=s)``.
         batch_size : int, optional
             Samples denoised together.
         progress : bool, optional
@@ -485,6 +525,7 @@ class LatentDiffusion3D:
             eta=eta,
             guidance_scale=guidance_scale,
             seed=seed,
+            first_sample=first_sample,
             batch_size=batch_size,
             progress=progress,
         )

@@ -220,9 +220,9 @@ class ResBlock3D(layers.Layer):
         }
 
 
-def downsample(channels, *, dtype=None, name=None):
+def downsample(channels, *, dtype=None):
     """Halve each spatial axis with a stride-2 3x3x3 convolution."""
-    return layers.Conv3D(channels, 3, strides=2, padding="same", dtype=dtype, name=name)
+    return layers.Conv3D(channels, 3, strides=2, padding="same", dtype=dtype)
 
 
 class Upsample3D(layers.Layer):

@@ -38,7 +38,9 @@ def make_betas(name, num_timesteps, *, beta_start=None, beta_end=None):
             # at the same noise level (Nichol & Dhariwal 2021)
             scale = 1000 / t
             return np.linspace(1e-4 * scale, min(0.02 * scale, 0.999), t)
-        return np.linspace(beta_start or 1e-4, beta_end or 0.02, t)
+        lo = 1e-4 if beta_start is None else beta_start
+        hi = 0.02 if beta_end is None else beta_end
+        return np.linspace(lo, hi, t)
     if name == "scaled_linear":
         lo = 0.0015 if beta_start is None else beta_start
         hi = 0.0205 if beta_end is None else beta_end

@@ -1,5 +1,6 @@
 """What the flows share: output checks, atomic writes, parsing helpers."""
 
+import gzip
 from pathlib import Path
 import tempfile
 
@@ -32,10 +33,16 @@ def check_outputs(paths, force):
 
 
 def save_nifti_atomic(path, data, affine):
-    """Write a NIfTI file through a temporary name in the same folder."""
-    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
-    with atomic_path(path, suffix=suffix) as tmp:
-        nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), tmp)
+    """Write a NIfTI file through a temporary name in the same folder.
+
+    The temporary file is hidden and ends in ``.part``, so a run killed
+    mid-write leaves nothing that looks like a NIfTI volume to a later run.
+    """
+    content = nib.Nifti1Image(np.asarray(data, np.float32), affine).to_bytes()
+    if str(path).endswith(".gz"):
+        content = gzip.compress(content, compresslevel=6)
+    with atomic_path(path, suffix=".part") as tmp:
+        Path(tmp).write_bytes(content)
     return Path(path)
 
 

@@ -15,6 +15,16 @@ from dipy_ext.workflows.base import (
 )
 
 
+def _remove_stale(folder, prefix, num_samples):
+    """Remove numbered samples of an earlier, larger run (``--force``), so the
+    folder holds one set, not a mix of two."""
+    for path in folder.glob(f"{prefix}_*.nii.gz"):
+        index = path.name[len(prefix) + 1 : -len(".nii.gz")]
+        if index.isdigit() and len(index) >= 3 and int(index) >= num_samples:
+            path.unlink()
+            logger.info(f"Removed {path.name} of an earlier run (--force)")
+
+
 class SynthesizeBrainFlow(Workflow):
     @classmethod
     def get_short_name(cls):
@@ -50,7 +60,8 @@ class SynthesizeBrainFlow(Workflow):
         num_samples : int, optional
             Number of volumes to generate.
         seed : int, optional
-            Random seed: the same seed gives the same volumes.
+            Random seed: the same seed gives the same volumes, whatever the
+            batch size.
         sampler : string, optional
             'ddim', 'dpm_solver' (DPM-Solver++ 2M: as good in fewer steps)
             or 'ddpm' (ancestral, every training step).
@@ -114,14 +125,19 @@ class SynthesizeBrainFlow(Workflow):
                 sampler=sampler,
                 eta=eta,
                 guidance_scale=guidance_scale,
-                # one stream per batch: the same seed gives the same files
-                seed=np.random.SeedSequence([seed, first]).generate_state(1)[0],
+                # one random stream per sample: same seed, same files,
+                # whatever the batch size
+                seed=seed,
+                first_sample=first,
                 batch_size=n,
             )
             for i, volume in enumerate(batch):
                 save_nifti_atomic(nifti_paths[first + i], volume, model.affine)
                 logger.info(f"Saved {nifti_paths[first + i]}")
-            volumes.extend(batch)
+            # only the mosaic's volumes stay in memory
+            volumes.extend(batch[: max(0, 16 - len(volumes))])
+        if self._force_overwrite:
+            _remove_stale(folder, out_prefix, num_samples)
         shown = min(num_samples, 16)
         mosaic(
             volumes[:shown],

@@ -71,6 +71,20 @@ def load_volume(path):
     return check_volume(data, name=f"'{path}'"), img.affine
 
 
+MIN_VOXELS_PER_AXIS = 8
+
+
+def check_image(data, path):
+    """Refuse a volume that cannot be a brain image: constant, or tiny."""
+    if min(data.shape) < MIN_VOXELS_PER_AXIS:
+        raise ValueError(
+            f"'{path}' is {data.shape[0]}x{data.shape[1]}x{data.shape[2]} voxels: "
+            f"a brain image needs at least {MIN_VOXELS_PER_AXIS} per axis"
+        )
+    if data.min() == data.max():
+        raise ValueError(f"'{path}' is constant ({data.min():g}): it holds no image")
+
+
 def load_volumes(inputs, *, masks=None):
     """Yield ``(path, data, affine, mask)`` for each input volume, lazily.
 
@@ -91,6 +105,7 @@ def load_volumes(inputs, *, masks=None):
         )
     for path, mask_path in zip(paths, mask_paths):
         data, affine = load_volume(path)
+        check_image(data, path)
         mask = None if mask_path is None else load_volume(mask_path)[0] > 0
         yield path, data, affine, mask
 

@@ -11,6 +11,7 @@ read without pickle, by numpy alone, on any Keras backend.
 import json
 from pathlib import Path
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -67,8 +68,15 @@ def load_model_file(path, *, kind):
         a model of another kind.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder; expected a dipy_ext model file (.npz)")
     if not path.is_file():
         raise ValueError(f"model file '{path}' does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"'{path}' is not a dipy_ext model file (expected the .npz archive "
+            "that a model's save() writes)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             if _META not in data.files:
@@ -78,8 +86,10 @@ def load_model_file(path, *, kind):
             for name in sorted(n for n in data.files if n != _META):
                 group = name.rsplit("/", 1)[0]
                 groups.setdefault(group, []).append(data[name])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise ValueError(f"'{path}' is not a readable dipy_ext model file ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"'{path}' is not a readable dipy_ext model file (bad metadata)")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

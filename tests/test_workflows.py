@@ -489,3 +489,58 @@ def test_vqvae_flow_patches_losses_and_heldout_report(t1_folder, tmp_path, dipy_
     assert (tmp_path / "b" / "vqvae3d.npz").exists()
     assert "Held-out (2 volumes): PSNR" in dipy_log.text
     assert "sharpness ratio" in dipy_log.text
+
+
+def test_training_flow_checkpoints_keyed_recovered_and_logged(
+    t1_folder, tmp_path, monkeypatch, dipy_log
+):
+    """An interrupted flow: other settings are refused, a corrupt backup is
+    set aside, and the curves of the resumed run keep every epoch."""
+    import keras
+
+    import dipy_ext.workflows.training as training
+    from dipy_ext.workflows.checkpoints import read_history
+
+    class LoggerThatDies(keras.callbacks.CSVLogger):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt"
+    args = {
+        "input_files": str(t1_folder / "*_T1w.nii.gz"),
+        "mask_files": str(t1_folder / "*_mask.nii.gz"),
+        "grid_shape": GRID,
+        "voxel_size": (4.0,),
+        "channels": (8, 16),
+        "num_embeddings": 16,
+        "embedding_dim": 4,
+        "epochs": 3,
+        "batch_size": 2,
+        "validation_fraction": 0.0,
+        "checkpoint_dir": str(ckpt),
+        "out_dir": str(tmp_path / "out"),
+    }
+    with monkeypatch.context() as m:
+        m.setattr(
+            training,
+            "history_logger",
+            lambda folder: LoggerThatDies(str(folder / "history.csv"), append=True),
+        )
+        with pytest.raises(KeyboardInterrupt):
+            TrainVQVAE3DFlow().run(**args)
+    assert len(read_history(ckpt)["loss"]) == 2
+    # other settings: one line naming the difference, nothing touched
+    with pytest.raises(ValueError, match=r"other settings \(voxel_size \[4.0\] -> \[3.0\]\)"):
+        TrainVQVAE3DFlow().run(**{**args, "voxel_size": (3.0,)})
+    # the latest backup is damaged (say a full disk during its save)
+    (ckpt / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
+    TrainVQVAE3DFlow().run(**args)
+    assert "latest backup was unreadable" in dipy_log.text
+    assert (ckpt / "backup" / "latest.weights.h5.corrupt").exists() or not (ckpt / "backup").exists()
+    history = read_history(ckpt)
+    assert len(history["loss"]) == 3  # epochs of both runs, each once
+    assert (tmp_path / "out" / "vqvae3d_training.png").stat().st_size > 0
+    # --force with other settings clears the folder and trains afresh
+    TrainVQVAE3DFlow(force=True).run(**{**args, "voxel_size": (3.0,), "epochs": 1})
+    assert len(read_history(ckpt)["loss"]) == 1

@@ -8,6 +8,7 @@ cohort never holds it all in memory.
 
 import glob
 import json
+import os
 from pathlib import Path
 
 from dipy.utils.logging import logger
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from dipy_ext._files import atomic_path
 from dipy_ext.preprocessing import GridParams, check_volume, preprocess
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -151,17 +153,37 @@ def preprocess_cohort(inputs, *, masks=None, cache_file=None, progress=True, **g
     if cache_file is not None:
         volumes.flush()
         meta = [{"path": str(p), **q.to_dict()} for p, q in zip(paths, params)]
-        Path(cache_file).with_suffix(".json").write_text(json.dumps(meta))
+        # the JSON marks the cache complete: written last, in one step
+        with atomic_path(Path(cache_file).with_suffix(".json")) as tmp:
+            Path(tmp).write_text(json.dumps(meta))
         volumes = np.load(cache_file, mmap_mode="r")
     return volumes, params
 
 
 def _allocate(shape, cache_file):
+    """The cohort array; with a cache file, a memory map whose disk space is
+    reserved first, so a full disk is a clear error now rather than a crash
+    (SIGBUS) when a page of the map cannot be written later."""
     if cache_file is None:
         return np.zeros(shape, np.float32)
-    return np.lib.format.open_memmap(
+    cache_file = Path(cache_file)
+    cache_file.with_suffix(".json").unlink(missing_ok=True)  # not complete yet
+    volumes = np.lib.format.open_memmap(
         cache_file, mode="w+", dtype=np.float32, shape=shape
     )
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(cache_file, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(cache_file))
+        except OSError as e:
+            del volumes
+            cache_file.unlink(missing_ok=True)
+            raise OSError(
+                e.errno,
+                f"cannot reserve {np.prod(shape) * 4 / 2**30:.2f} GiB for the "
+                f"cohort cache '{cache_file}': {e.strerror}",
+            ) from e
+    return volumes
 
 
 def load_cohort_cache(cache_file):

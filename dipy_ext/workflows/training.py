@@ -16,6 +16,13 @@ from dipy.workflows.workflow import Workflow
 import numpy as np
 
 from dipy_ext.workflows.base import as_triple, check_outputs, output_dir
+from dipy_ext.workflows.checkpoints import (
+    claim_folder,
+    history_logger,
+    read_history,
+    run_settings,
+    set_aside_corrupt_backups,
+)
 
 
 def _prepare_cohort(input_files, mask_files, grid, reference, cache_folder):
@@ -65,6 +72,12 @@ def _outputs(out_dir, out_model, out_curves, checkpoint_dir, force):
     return model_path, curves_path, ckpt
 
 
+def _claim(ckpt, arguments, inputs, force):
+    """Key the checkpoint folder on the run's settings; set aside bad backups."""
+    claim_folder(ckpt, run_settings(arguments, inputs=inputs), force)
+    set_aside_corrupt_backups(ckpt / "backup")
+
+
 def _split(n, validation_fraction, seed):
     """Shuffled train / validation indices (validation empty if fraction 0)."""
     if not 0 <= validation_fraction < 1:
@@ -87,7 +100,7 @@ def _cleanup(ckpt, keep):
 def _curves(history, path, title):
     from dipy_ext.viz import training_curves
 
-    if history.history:
+    if history:
         training_curves(history, path, title=title)
     else:
         logger.warning("no epoch was run (the checkpoint was already complete)")
@@ -196,12 +209,14 @@ class TrainVQVAE3DFlow(Workflow):
         out_curves : string, optional
             PNG of the training curves.
         """
+        arguments = dict(locals())
         from dipy_ext.nn.vqvae import VQVAE3D
         from dipy_ext.preprocessing import grid_affine
 
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
+        _claim(ckpt, arguments, [input_files, mask_files, reference], self._force_overwrite)
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
         volumes, paths = _prepare_cohort(
@@ -229,13 +244,14 @@ class TrainVQVAE3DFlow(Workflow):
             verbose=True,
         )
         steps = epochs * int(np.ceil(len(train) / batch_size))
-        history = model.fit(
+        model.fit(
             volumes[train],
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             validation_data=volumes[val] if len(val) else None,
             checkpoint_dir=ckpt / "backup",
+            callbacks=[history_logger(ckpt)],
             flip_augment=flip_augment,
             patch_shape=None if tuple(patch_shape) == (0,) else as_triple(patch_shape, "patch_shape"),
             structure_losses={"gradient": gradient_loss_weight, "ssim": ssim_loss_weight},
@@ -244,7 +260,7 @@ class TrainVQVAE3DFlow(Workflow):
             adversarial_loss=adversarial_loss,
         )
         model.save(model_path)
-        _curves(history, curves_path, f"VQVAE3D on {len(train)} volumes")
+        _curves(read_history(ckpt), curves_path, f"VQVAE3D on {len(train)} volumes")
         _cleanup(ckpt, keep=bool(checkpoint_dir))
         if len(val):
             _log_heldout(model, volumes[val])
@@ -384,11 +400,18 @@ class TrainLatentDiffusion3DFlow(Workflow):
         out_curves : string, optional
             PNG of the training curves.
         """
+        arguments = dict(locals())
         from dipy_ext.nn.diffusion import LatentDiffusion3D
         from dipy_ext.nn.vqvae import VQVAE3D
 
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
+        )
+        _claim(
+            ckpt,
+            arguments,
+            [input_files, mask_files, reference, vqvae_file, conditions_file],
+            self._force_overwrite,
         )
         vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
@@ -412,7 +435,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
             seed=seed,
             verbose=True,
         )
-        history = model.fit(
+        model.fit(
             volumes[train],
             conditions=None if conditions is None else conditions[train],
             epochs=epochs,
@@ -425,9 +448,10 @@ class TrainLatentDiffusion3DFlow(Workflow):
             if conditions is None or not len(val)
             else conditions[val],
             checkpoint_dir=ckpt / "backup",
+            callbacks=[history_logger(ckpt)],
         )
         model.save(model_path)
-        _curves(history, curves_path, f"LatentDiffusion3D on {len(train)} volumes")
+        _curves(read_history(ckpt), curves_path, f"LatentDiffusion3D on {len(train)} volumes")
         _cleanup(ckpt, keep=bool(checkpoint_dir))
         logger.info(f"Saved {model_path} and {curves_path}")
         return [str(model_path), str(curves_path)]

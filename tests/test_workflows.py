@@ -544,3 +544,21 @@ def test_training_flow_checkpoints_keyed_recovered_and_logged(
     # --force with other settings clears the folder and trains afresh
     TrainVQVAE3DFlow(force=True).run(**{**args, "voxel_size": (3.0,), "epochs": 1})
     assert len(read_history(ckpt)["loss"]) == 1
+
+
+def test_second_writer_into_one_folder_is_refused(trained_files, tmp_path):
+    from dipy_ext.workflows.base import output_lock
+
+    options = {
+        "model_file": str(trained_files / "latent_diffusion3d.npz"),
+        "num_samples": 1,
+        "num_inference_steps": 2,
+        "conditions": ["age=70", "sex=1"],
+        "out_dir": str(tmp_path),
+    }
+    with output_lock(tmp_path, "synthetic_brain", "test"):  # a run in progress
+        with pytest.raises(ValueError, match="another dipy_synthesize_brain is writing"):
+            SynthesizeBrainFlow().run(**options)
+        assert not list(tmp_path.glob("*.nii.gz"))
+    SynthesizeBrainFlow().run(**options)  # once it is done, the folder is free
+    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*"))

@@ -1,5 +1,6 @@
 """What the flows share: output checks, atomic writes, parsing helpers."""
 
+from contextlib import contextmanager
 import gzip
 from pathlib import Path
 import tempfile
@@ -20,6 +21,36 @@ def output_dir(out_dir):
     except OSError as e:
         raise ValueError(f"cannot write to output folder '{path}': {e.strerror}") from e
     return path
+
+
+@contextmanager
+def output_lock(folder, prefix, command):
+    """Hold an exclusive lock on writing ``prefix*`` files into ``folder``.
+
+    A second writer gets a one-line ``ValueError`` at once instead of
+    mixing its files with the first one's. The lock is an advisory
+    ``flock`` on a hidden file, removed on exit (where ``fcntl`` does not
+    exist, on Windows, no lock is taken).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(folder) / f".{prefix}.lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"another {command} is writing {prefix}* files into '{folder}'; "
+                "wait for it to finish or choose another --out_dir / --out_prefix"
+            ) from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_outputs(paths, force):

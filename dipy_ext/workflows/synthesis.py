@@ -8,6 +8,7 @@ from dipy.workflows.workflow import Workflow
 import numpy as np
 
 from dipy_ext.workflows.base import (
+    output_lock,
     check_outputs,
     output_dir,
     parse_conditions,
@@ -92,60 +93,62 @@ class SynthesizeBrainFlow(Workflow):
         if batch_size < 1:
             raise ValueError(f"batch_size should be >= 1, got {batch_size}")
         folder = output_dir(out_dir)
-        digits = max(3, len(str(num_samples - 1)))
-        nifti_paths = [
-            folder / f"{out_prefix}_{i:0{digits}d}.nii.gz" for i in range(num_samples)
-        ]
-        mosaic_path = folder / out_mosaic
-        check_outputs([*nifti_paths, mosaic_path], self._force_overwrite)
+        # a second run into the same folder and prefix is refused, not mixed in
+        with output_lock(folder, out_prefix, "dipy_synthesize_brain"):
+            digits = max(3, len(str(num_samples - 1)))
+            nifti_paths = [
+                folder / f"{out_prefix}_{i:0{digits}d}.nii.gz" for i in range(num_samples)
+            ]
+            mosaic_path = folder / out_mosaic
+            check_outputs([*nifti_paths, mosaic_path], self._force_overwrite)
 
-        from dipy_ext.data.default import default_model_path
-        from dipy_ext.nn.diffusion import LatentDiffusion3D
-        from dipy_ext.viz import mosaic
+            from dipy_ext.data.default import default_model_path
+            from dipy_ext.nn.diffusion import LatentDiffusion3D
+            from dipy_ext.viz import mosaic
 
-        path = Path(model_file) if model_file else default_model_path()
-        start = time.perf_counter()
-        model = LatentDiffusion3D.load(path, mixed_precision=bfloat16)
-        condition = parse_conditions(conditions, model.condition_names)
-        cond_batch = None if condition is None else np.tile(condition, (num_samples, 1))
-        logger.info(
-            f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
-            f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"
-        )
-
-        volumes = []
-        for first in range(0, num_samples, batch_size):
-            n = min(batch_size, num_samples - first)
-            batch = model.predict(
-                n,
-                conditions=None
-                if cond_batch is None
-                else cond_batch[first : first + n],
-                num_inference_steps=num_inference_steps,
-                sampler=sampler,
-                eta=eta,
-                guidance_scale=guidance_scale,
-                # one random stream per sample: same seed, same files,
-                # whatever the batch size
-                seed=seed,
-                first_sample=first,
-                batch_size=n,
+            path = Path(model_file) if model_file else default_model_path()
+            start = time.perf_counter()
+            model = LatentDiffusion3D.load(path, mixed_precision=bfloat16)
+            condition = parse_conditions(conditions, model.condition_names)
+            cond_batch = None if condition is None else np.tile(condition, (num_samples, 1))
+            logger.info(
+                f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
+                f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"
             )
-            for i, volume in enumerate(batch):
-                save_nifti_atomic(nifti_paths[first + i], volume, model.affine)
-                logger.info(f"Saved {nifti_paths[first + i]}")
-            # only the mosaic's volumes stay in memory
-            volumes.extend(batch[: max(0, 16 - len(volumes))])
-        if self._force_overwrite:
-            _remove_stale(folder, out_prefix, num_samples)
-        shown = min(num_samples, 16)
-        mosaic(
-            volumes[:shown],
-            mosaic_path,
-            titles=[f"{i:0{digits}d}" for i in range(shown)],
-        )
-        logger.info(
-            f"Wrote {num_samples} synthetic volumes ({out_prefix}_*.nii.gz) and "
-            f"{mosaic_path.name} to {folder} in {time.perf_counter() - start:.1f} s"
-        )
-        return [str(p) for p in nifti_paths] + [str(mosaic_path)]
+
+            volumes = []
+            for first in range(0, num_samples, batch_size):
+                n = min(batch_size, num_samples - first)
+                batch = model.predict(
+                    n,
+                    conditions=None
+                    if cond_batch is None
+                    else cond_batch[first : first + n],
+                    num_inference_steps=num_inference_steps,
+                    sampler=sampler,
+                    eta=eta,
+                    guidance_scale=guidance_scale,
+                    # one random stream per sample: same seed, same files,
+                    # whatever the batch size
+                    seed=seed,
+                    first_sample=first,
+                    batch_size=n,
+                )
+                for i, volume in enumerate(batch):
+                    save_nifti_atomic(nifti_paths[first + i], volume, model.affine)
+                    logger.info(f"Saved {nifti_paths[first + i]}")
+                # only the mosaic's volumes stay in memory
+                volumes.extend(batch[: max(0, 16 - len(volumes))])
+            if self._force_overwrite:
+                _remove_stale(folder, out_prefix, num_samples)
+            shown = min(num_samples, 16)
+            mosaic(
+                volumes[:shown],
+                mosaic_path,
+                titles=[f"{i:0{digits}d}" for i in range(shown)],
+            )
+            logger.info(
+                f"Wrote {num_samples} synthetic volumes ({out_prefix}_*.nii.gz) and "
+                f"{mosaic_path.name} to {folder} in {time.perf_counter() - start:.1f} s"
+            )
+            return [str(p) for p in nifti_paths] + [str(mosaic_path)]

@@ -144,6 +144,24 @@ def learning_rate_schedule(learning_rate, total_steps, *, warmup_steps=None):
     )
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training with a one-line error as soon as the loss is NaN or Inf.
+
+    Keras' TerminateOnNaN only stops the run quietly, which would let the
+    caller save a model of NaN weights; raising keeps the last good backup
+    (BackupAndRestore) and tells the user what to change.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise ValueError(
+                f"training diverged: the loss became {float(loss)} at step "
+                f"{batch + 1} of this epoch; nothing was saved (lower the "
+                "learning rate, or train in float32 if mixed precision is on)"
+            )
+
+
 def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
     """The user's callbacks plus ours; resume support through BackupAndRestore.
 
@@ -153,7 +171,7 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
     the same folder: an interrupted run resumes at its last completed epoch.
     The backup is removed once training completes.
     """
-    out = list(extra) + list(callbacks or [])
+    out = [StopOnNonFinite(), *extra, *(callbacks or [])]
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         # first, so an epoch is backed up before any other callback can fail

@@ -75,7 +75,7 @@ def download(url, dest, *, md5=None, timeout=60, progress=True):
                 unit="B",
                 unit_scale=True,
                 desc=dest.name,
-                disable=not progress,
+                disable=None if progress else True,  # None: off when not a terminal
             ) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)

@@ -141,7 +141,12 @@ def preprocess_cohort(inputs, *, masks=None, cache_file=None, progress=True, **g
     params = []
     items = load_volumes(paths, masks=masks)
     for i, (path, data, affine, mask) in enumerate(
-        tqdm(items, total=len(paths), desc="preprocess", disable=not progress)
+        tqdm(
+            items,
+            total=len(paths),
+            desc="preprocess",
+            disable=None if progress else True,  # None: off when not a terminal
+        )
     ):
         model_volume, p = preprocess(data, affine, mask=mask, **grid)
         if volumes is None:

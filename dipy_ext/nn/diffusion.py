@@ -32,6 +32,7 @@ from dipy_ext.nn.model_file import (
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
+    keras_verbosity,
     ArrayBatches,
     as_volume_batch,
     learning_rate_schedule,
@@ -140,7 +141,7 @@ class LatentDiffusion3D:
         condition_dropout=0.1,
         mixed_precision=False,
         seed=None,
-        verbose=False,
+        verbose=True,
     ):
         """Build the denoiser around a trained VQ-VAE.
 
@@ -176,7 +177,8 @@ class LatentDiffusion3D:
         seed : int, optional
             Seeds weights initialisation and the training noise.
         verbose : bool, optional
-            Show Keras progress bars during training.
+            Show training progress (default): a Keras progress bar on a
+            terminal, one line per epoch when output goes to a file.
         """
         if not isinstance(vqvae, VQVAE3D):
             raise ValueError(f"vqvae should be a VQVAE3D, got {type(vqvae).__name__}")
@@ -373,7 +375,7 @@ class LatentDiffusion3D:
             epochs=epochs,
             validation_data=val,
             callbacks=training_callbacks(callbacks, checkpoint_dir=checkpoint_dir),
-            verbose=1 if self.verbose else 0,
+            verbose=keras_verbosity(self.verbose),
         )
 
     # -------------------------------------------------------------- sample
@@ -452,7 +454,7 @@ class LatentDiffusion3D:
         with tqdm(
             total=len(batches) * len(sampler.timesteps),
             desc=f"{sampler.name} sampling",
-            disable=not progress,
+            disable=None if progress else True,  # None: off when not a terminal
             unit="step",
         ) as bar:
             for start in batches:
@@ -556,7 +558,7 @@ class LatentDiffusion3D:
         )
 
     @classmethod
-    def load(cls, path, *, mixed_precision=False, verbose=False):
+    def load(cls, path, *, mixed_precision=False, verbose=True):
         """Read a model written by :meth:`save`.
 
         Raises ``ValueError`` for a missing, corrupt or foreign file, a newer

@@ -1,10 +1,20 @@
 """What both models' ``fit`` share: input checks, batches, callbacks."""
 
 from pathlib import Path
+import sys
 
 import numpy as np
 
 from dipy_ext.nn._backend import keras
+
+
+def keras_verbosity(verbose):
+    """Keras ``fit`` verbosity: a progress bar on a terminal, one line per
+    epoch when the output goes to a file or a pipe (a progress bar there
+    fills logs with control characters), nothing when not ``verbose``."""
+    if not verbose:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def as_volume_batch(volumes, shape, *, name="volumes"):

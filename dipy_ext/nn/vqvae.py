@@ -38,6 +38,7 @@ from dipy_ext.nn.model_file import (
 )
 from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
 from dipy_ext.nn.training import (
+    keras_verbosity,
     ArrayBatches,
     as_volume_batch,
     learning_rate_schedule,
@@ -130,7 +131,7 @@ class VQVAE3D:
         affine=None,
         mixed_precision=False,
         seed=None,
-        verbose=False,
+        verbose=True,
     ):
         """Build the model.
 
@@ -176,7 +177,8 @@ class VQVAE3D:
             Seeds Keras, numpy and Python RNGs (weights init, restarts,
             batch order) for reproducible runs.
         verbose : bool, optional
-            Show Keras progress bars.
+            Show training progress (default): a Keras progress bar on a
+            terminal, one line per epoch when output goes to a file.
         """
         self.input_shape = tuple(int(s) for s in input_shape)
         self.channels = tuple(int(c) for c in channels)
@@ -398,7 +400,7 @@ class VQVAE3D:
                 checkpoint_dir=checkpoint_dir,
                 extra=[CodebookUsage(self.quantizer)],
             ),
-            verbose=1 if self.verbose else 0,
+            verbose=keras_verbosity(self.verbose),
         )
 
     # -------------------------------------------------------------- inference
@@ -495,7 +497,7 @@ class VQVAE3D:
         return cls(**config, **kwargs)
 
     @classmethod
-    def load(cls, path, *, mixed_precision=False, verbose=False):
+    def load(cls, path, *, mixed_precision=False, verbose=True):
         """Read a model written by :meth:`save`.
 
         Raises ``ValueError`` if the file is not a VQVAE3D model file or its

@@ -135,9 +135,15 @@ def test_degenerate_training_inputs_named(tmp_path):
 
     from dipy_ext.data.io import load_volumes
 
-    nib.save(nib.Nifti1Image(np.full((16, 16, 16), 5.0, np.float32), np.eye(4)), tmp_path / "flat.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.full((16, 16, 16), 5.0, np.float32), np.eye(4)),
+        tmp_path / "flat.nii.gz",
+    )
     with pytest.raises(ValueError, match=r"flat.nii.gz' is constant \(5\)"):
         list(load_volumes(tmp_path / "flat.nii.gz"))
-    nib.save(nib.Nifti1Image(np.random.rand(3, 3, 3).astype(np.float32), np.eye(4)), tmp_path / "tiny.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.ones((3, 3, 3), np.float32), np.eye(4)),
+        tmp_path / "tiny.nii.gz",
+    )
     with pytest.raises(ValueError, match=r"tiny.nii.gz' is 3x3x3 voxels"):
         list(load_volumes(tmp_path / "tiny.nii.gz"))

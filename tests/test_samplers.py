@@ -104,7 +104,9 @@ def test_dpm_solver_beats_ddim_in_few_steps():
     reference = _run(DDIMSampler(s), oracle, noise, 1000)
     for steps in (10, 20):
         err_ddim = np.abs(_run(DDIMSampler(s), oracle, noise, steps) - reference).max()
-        err_dpm = np.abs(_run(DPMSolverSampler(s), oracle, noise, steps) - reference).max()
+        err_dpm = np.abs(
+            _run(DPMSolverSampler(s), oracle, noise, steps) - reference
+        ).max()
         assert err_dpm < 0.5 * err_ddim, (steps, err_dpm, err_ddim)
 
 
@@ -118,7 +120,9 @@ def test_make_sampler_and_bad_options():
     for eta in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ValueError, match="eta should be a finite number >= 0"):
             make_sampler("ddim", s, eta=eta)
-    with pytest.raises(ValueError, match="num_inference_steps should be an integer in 1..50"):
+    with pytest.raises(
+        ValueError, match="num_inference_steps should be an integer in 1..50"
+    ):
         DDIMSampler(s).set_timesteps(51)
     with pytest.raises(ValueError, match="takes all 50 training steps"):
         DDPMSampler(s).set_timesteps(10)

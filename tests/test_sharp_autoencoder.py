@@ -45,7 +45,10 @@ def test_group_norm_matches_keras():
     ours, ref = GroupNorm3D(4), keras.layers.GroupNormalization(4)
     ours.build(x.shape)
     ref.build(x.shape)
-    weights = [np.linspace(0.5, 2, 16, dtype=np.float32), np.linspace(-1, 1, 16, dtype=np.float32)]
+    weights = [
+        np.linspace(0.5, 2, 16, dtype=np.float32),
+        np.linspace(-1, 1, 16, dtype=np.float32),
+    ]
     ours.set_weights(weights)
     ref.set_weights(weights)
     npt.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=2e-5)
@@ -101,7 +104,10 @@ def test_patch_training_gives_whole_volume_model(volumes):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"patch_shape": (10, 16, 16)}, "patch_shape should be 3 positive multiples of 4"),
+        (
+            {"patch_shape": (10, 16, 16)},
+            "patch_shape should be 3 positive multiples of 4",
+        ),
         ({"patch_shape": (64, 16, 16)}, "no larger than the grid"),
         ({"structure_losses": {"lpips": 1.0}}, "structure loss should be one of"),
         ({"structure_losses": {"ssim": float("nan")}}, "finite number"),
@@ -125,7 +131,9 @@ def test_generator_term_leaves_discriminator_alone():
     if keras.backend.backend() != "tensorflow":
         pytest.skip("gradient check written with tf.GradientTape")
     disc = PatchDiscriminator3D(channels=4, num_layers=2, groups=2)
-    x = tf.Variable(np.random.default_rng(0).random((1, 16, 16, 16, 1)), dtype="float32")
+    x = tf.Variable(
+        np.random.default_rng(0).random((1, 16, 16, 16, 1)), dtype="float32"
+    )
     disc(x)
     with tf.GradientTape(persistent=True) as tape:
         frozen = [keras.ops.stop_gradient(v) for v in disc.trainable_variables]
@@ -146,10 +154,17 @@ def _discriminator_accuracy(vq, real):
 
 def test_discriminator_learns_and_generator_pushes_back(volumes):
     """D tells reconstructions from real; a weighted G makes that harder."""
-    options = {"epochs": 12, "batch_size": 2, "learning_rate": 2e-3, "adversarial_start": 6}
+    options = {
+        "epochs": 12,
+        "batch_size": 2,
+        "learning_rate": 2e-3,
+        "adversarial_start": 6,
+    }
     weak = tiny()
     history = weak.fit(volumes, adversarial_weight=1e-6, **options).history
-    assert history["discriminator_loss"][0] == pytest.approx(history["discriminator_loss"][0])
+    assert history["discriminator_loss"][0] == pytest.approx(
+        history["discriminator_loss"][0]
+    )
     # before the start step the discriminator is not trained
     acc_weak = _discriminator_accuracy(weak, volumes)
     assert max(history["disc_accuracy"][6:]) > 0.6
@@ -169,12 +184,19 @@ def test_resume_restores_discriminator(volumes, tmp_path):
 
     class Record(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.at_start = [np.array(w) for w in self.model.discriminator.get_weights()]
+            self.at_start = [
+                np.array(w) for w in self.model.discriminator.get_weights()
+            ]
 
         def on_epoch_end(self, epoch, logs=None):
             self.last = [np.array(w) for w in self.model.discriminator.get_weights()]
 
-    options = {"epochs": 3, "batch_size": 2, "adversarial_weight": 0.1, "checkpoint_dir": tmp_path / "ckpt"}
+    options = {
+        "epochs": 3,
+        "batch_size": 2,
+        "adversarial_weight": 0.1,
+        "checkpoint_dir": tmp_path / "ckpt",
+    }
     first = Record()
     with pytest.raises(KeyboardInterrupt):
         tiny().fit(volumes, callbacks=[first, StopAfter()], **options)
@@ -182,7 +204,9 @@ def test_resume_restores_discriminator(volumes, tmp_path):
 
     class Check(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.restored = [np.array(w) for w in self.model.discriminator.get_weights()]
+            self.restored = [
+                np.array(w) for w in self.model.discriminator.get_weights()
+            ]
 
     check = Check()
     history = tiny().fit(volumes, callbacks=[check, again], **options)

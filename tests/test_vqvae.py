@@ -236,5 +236,7 @@ def test_damaged_or_wrong_model_files(tmp_path):
 def test_diverging_training_stops_with_one_line(tmp_path):
     x = np.random.default_rng(0).random((2, 16, 16, 16)).astype(np.float32) * 1e30
     vq = tiny()
-    with pytest.raises(ValueError, match=r"training diverged: the loss became (nan|inf)"):
+    with pytest.raises(
+        ValueError, match=r"training diverged: the loss became (nan|inf)"
+    ):
         vq.fit(x, epochs=2, batch_size=2, checkpoint_dir=tmp_path / "ckpt")

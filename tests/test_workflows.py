@@ -131,7 +131,9 @@ def test_synthesize_flow(trained_files, tmp_path):
         npt.assert_allclose(data_of(files[2]), last, atol=1e-4)
     # --force with fewer samples leaves one set, not a mix with the old one
     SynthesizeBrainFlow(force=True).run(**{**options, "num_samples": 1})
-    assert sorted(f.name for f in tmp_path.glob("*.nii.gz")) == ["synthetic_brain_000.nii.gz"]
+    assert sorted(f.name for f in tmp_path.glob("*.nii.gz")) == [
+        "synthetic_brain_000.nii.gz"
+    ]
     npt.assert_array_equal(data_of(files[0]), data)
 
 
@@ -481,10 +483,16 @@ def test_vqvae_flow_patches_losses_and_heldout_report(t1_folder, tmp_path, dipy_
     }
     inputs = str(t1_folder / "*_T1w.nii.gz")
     with pytest.raises(ValueError, match="adversarial loss should be one of"):
-        TrainVQVAE3DFlow().run(inputs, adversarial_loss="wgan", out_dir=str(tmp_path / "a"), **common)
+        TrainVQVAE3DFlow().run(
+            inputs, adversarial_loss="wgan", out_dir=str(tmp_path / "a"), **common
+        )
     assert not (tmp_path / "a" / "vqvae3d.npz").exists()
     TrainVQVAE3DFlow().run(
-        inputs, patch_shape=(8,), ssim_loss_weight=0.5, out_dir=str(tmp_path / "b"), **common
+        inputs,
+        patch_shape=(8,),
+        ssim_loss_weight=0.5,
+        out_dir=str(tmp_path / "b"),
+        **common,
     )
     assert (tmp_path / "b" / "vqvae3d.npz").exists()
     assert "Held-out (2 volumes): PSNR" in dipy_log.text
@@ -498,8 +506,8 @@ def test_training_flow_checkpoints_keyed_recovered_and_logged(
     set aside, and the curves of the resumed run keep every epoch."""
     import keras
 
-    import dipy_ext.workflows.training as training
     from dipy_ext.workflows.checkpoints import read_history
+    import dipy_ext.workflows.training as training
 
     class LoggerThatDies(keras.callbacks.CSVLogger):
         def on_epoch_begin(self, epoch, logs=None):
@@ -531,13 +539,17 @@ def test_training_flow_checkpoints_keyed_recovered_and_logged(
             TrainVQVAE3DFlow().run(**args)
     assert len(read_history(ckpt)["loss"]) == 2
     # other settings: one line naming the difference, nothing touched
-    with pytest.raises(ValueError, match=r"other settings \(voxel_size \[4.0\] -> \[3.0\]\)"):
+    with pytest.raises(
+        ValueError, match=r"other settings \(voxel_size \[4.0\] -> \[3.0\]\)"
+    ):
         TrainVQVAE3DFlow().run(**{**args, "voxel_size": (3.0,)})
     # the latest backup is damaged (say a full disk during its save)
     (ckpt / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
     TrainVQVAE3DFlow().run(**args)
     assert "latest backup was unreadable" in dipy_log.text
-    assert (ckpt / "backup" / "latest.weights.h5.corrupt").exists() or not (ckpt / "backup").exists()
+    assert (ckpt / "backup" / "latest.weights.h5.corrupt").exists() or not (
+        ckpt / "backup"
+    ).exists()
     history = read_history(ckpt)
     assert len(history["loss"]) == 3  # epochs of both runs, each once
     assert (tmp_path / "out" / "vqvae3d_training.png").stat().st_size > 0
@@ -557,7 +569,9 @@ def test_second_writer_into_one_folder_is_refused(trained_files, tmp_path):
         "out_dir": str(tmp_path),
     }
     with output_lock(tmp_path, "synthetic_brain", "test"):  # a run in progress
-        with pytest.raises(ValueError, match="another dipy_synthesize_brain is writing"):
+        with pytest.raises(
+            ValueError, match="another dipy_synthesize_brain is writing"
+        ):
             SynthesizeBrainFlow().run(**options)
         assert not list(tmp_path.glob("*.nii.gz"))
     SynthesizeBrainFlow().run(**options)  # once it is done, the folder is free

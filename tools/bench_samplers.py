@@ -24,7 +24,9 @@ import numpy as np
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="LatentDiffusion3D file (default: the embedded model)")
+    p.add_argument(
+        "--model", help="LatentDiffusion3D file (default: the embedded model)"
+    )
     p.add_argument(
         "--settings",
         nargs="+",
@@ -65,22 +67,29 @@ def main(argv=None):
         eta = float(eta[0]) if eta else 0.0
         t0 = time.perf_counter()
         samples = model.predict(
-            args.n, sampler=name, num_inference_steps=int(steps), eta=eta,
-            seed=args.seed, batch_size=4, progress=False,
+            args.n,
+            sampler=name,
+            num_inference_steps=int(steps),
+            eta=eta,
+            seed=args.seed,
+            batch_size=4,
+            progress=False,
         )
         seconds = (time.perf_counter() - t0) / args.n
         report = evaluate_synthesis(real, samples, tissue=False, seed=0)
-        rows.append({
-            "setting": setting,
-            "seconds_per_volume": seconds,
-            "diversity": report["diversity"]["synthetic"],
-            "diversity_real": report["diversity"]["real"],
-            "frechet": report["frechet_distance"],
-            "c2st": report["classifier_two_sample_test"]["accuracy"],
-            "precision": report["prdc"]["precision"],
-            "recall": report["prdc"]["recall"],
-            "sharpness_ratio": report["sharpness_ratio"],
-        })
+        rows.append(
+            {
+                "setting": setting,
+                "seconds_per_volume": seconds,
+                "diversity": report["diversity"]["synthetic"],
+                "diversity_real": report["diversity"]["real"],
+                "frechet": report["frechet_distance"],
+                "c2st": report["classifier_two_sample_test"]["accuracy"],
+                "precision": report["prdc"]["precision"],
+                "recall": report["prdc"]["recall"],
+                "sharpness_ratio": report["sharpness_ratio"],
+            }
+        )
         r = rows[-1]
         print(
             f"{setting:16s} {seconds:6.2f} s/volume  diversity {r['diversity']:.3f} "

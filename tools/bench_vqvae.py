@@ -24,16 +24,20 @@ volumes, and real volumes blurred by a Gaussian of 0.7 voxel.
 
 import argparse
 import json
+from pathlib import Path
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 CONFIGS = {
-    "today": {"channels": (16, 32, 64), "num_res_blocks": (1, 2, 2), "pixel_shuffle": False},
+    "today": {
+        "channels": (16, 32, 64),
+        "num_res_blocks": (1, 2, 2),
+        "pixel_shuffle": False,
+    },
     "lean-2": {"channels": (32, 64), "num_res_blocks": (2, 2)},
     "default": {"channels": (32, 64), "num_res_blocks": (1, 1)},
     "8x": {"channels": (32, 64, 128), "num_res_blocks": (1, 1, 1)},
@@ -59,22 +63,37 @@ def parse(argv=None):
     p.add_argument("--peer-python", default="/tmp/peer/bin/python")
     p.add_argument("--speed-steps", type=int, default=8)
     p.add_argument("--force-bf16", action="store_true", help="time bfloat16 on any CPU")
-    p.add_argument("--baseline-tree", help="a checkout of the code before this "
-                   "rework: its default configuration is timed as shipped")
+    p.add_argument(
+        "--baseline-tree",
+        help="a checkout of the code before this "
+        "rework: its default configuration is timed as shipped",
+    )
     p.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--recipes", nargs="*", choices=sorted(RECIPES), default=[])
-    p.add_argument("--large", action="store_true", help="128^3 / 1.5 mm, 8x, 64^3 patches")
-    p.add_argument("--minutes", type=float, default=7.0, help="training budget per recipe")
+    p.add_argument(
+        "--large", action="store_true", help="128^3 / 1.5 mm, 8x, 64^3 patches"
+    )
+    p.add_argument(
+        "--minutes", type=float, default=7.0, help="training budget per recipe"
+    )
     p.add_argument("--train", type=int, default=120, help="training volumes")
     p.add_argument("--val", type=int, default=20, help="held-out volumes")
     p.add_argument("--batch", type=int, default=2, help="batch of the speed runs")
     p.add_argument("--quality-batch", type=int, default=4)
-    p.add_argument("--patch", type=int, default=32,
-                   help="cube side of the training patches of the 64^3 quality runs "
-                   "(0: whole volumes); the 128^3 run trains on 64^3 patches")
+    p.add_argument(
+        "--patch",
+        type=int,
+        default=32,
+        help="cube side of the training patches of the 64^3 quality runs "
+        "(0: whole volumes); the 128^3 run trains on 64^3 patches",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 mixed precision (default: where the CPU has it natively)")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 mixed precision (default: where the CPU has it natively)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default="/tmp/dipy_ext_bench_cache")
     p.add_argument("--save", help="write the last trained model here")
@@ -118,9 +137,13 @@ def speed_phase(args, config, precision):
     options = dict(CONFIGS[config])
     if config == "today" and args.baseline:
         options.pop("pixel_shuffle")  # the code as shipped had no such option
-    vq = VQVAE3D(input_shape=shape, **options, mixed_precision=precision == "bf16", seed=0)
+    vq = VQVAE3D(
+        input_shape=shape, **options, mixed_precision=precision == "bf16", seed=0
+    )
     # speed does not depend on the content
-    data = np.random.default_rng(0).random((args.batch * (args.speed_steps + 2), *shape))
+    data = np.random.default_rng(0).random(
+        (args.batch * (args.speed_steps + 2), *shape)
+    )
     data = data.astype(np.float32)
     timer = step_timer()
     vq.fit(data, epochs=1, batch_size=args.batch, callbacks=[timer])
@@ -168,7 +191,8 @@ for i in range(STEPS + 2):
     times.append(time.perf_counter() - t0)
 times = sorted(times[2:])
 step = times[len(times) // 2]
-print(json.dumps({"config": "MONAI VQVAE (32,64), 2 res layers, 4x", "precision": "fp32",
+print(json.dumps({"config": "MONAI VQVAE (32,64), 2 res layers, 4x",
+                  "precision": "fp32",
                   "params": sum(p.numel() for p in net.parameters()), "compression": 4,
                   "train_step_s": step, "train_mvox_s": BATCH * 64**3 / step / 1e6}))
 """
@@ -179,22 +203,34 @@ def speed(args):
 
     precisions = ["fp32"] + (["bf16"] if native_bf16() or args.force_bf16 else [])
     if "bf16" not in precisions:
-        print("bf16 not timed: this CPU has no native bfloat16 (TensorFlow emulates "
-              "it, 4-15x slower than float32); --force-bf16 times it anyway")
+        print(
+            "bf16 not timed: this CPU has no native bfloat16 (TensorFlow emulates "
+            "it, 4-15x slower than float32); --force-bf16 times it anyway"
+        )
     runs = [(c, p, None) for c in CONFIGS for p in precisions]
     if args.baseline_tree:
         runs.insert(0, ("today", "fp32", args.baseline_tree))
     rows = []
     for config, precision, tree in runs:
-        command = [sys.executable, __file__, "--phase", f"{config}:{precision}",
-                   "--batch", str(args.batch), "--speed-steps", str(args.speed_steps)]
+        command = [
+            sys.executable,
+            __file__,
+            "--phase",
+            f"{config}:{precision}",
+            "--batch",
+            str(args.batch),
+            "--speed-steps",
+            str(args.speed_steps),
+        ]
         env = dict(os.environ)
         if tree:
             # the shipped code, run as shipped (TensorFlow's own oneDNN default)
             env["PYTHONPATH"] = str(tree)
             env.pop("TF_ENABLE_ONEDNN_OPTS", None)
             command.append("--baseline")
-        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+        out = subprocess.run(
+            command, capture_output=True, text=True, check=True, env=env
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     if args.peer:
@@ -205,26 +241,37 @@ def speed(args):
             [args.peer_python, "-c", script], capture_output=True, text=True, check=True
         ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"\nVQ-VAE training speed, 64^3, batch {args.batch} (median step of {args.speed_steps})")
-    print(f"{'config':40s}{'prec':>6s}{'params':>10s}{'f':>3s}{'s/step':>9s}"
-          f"{'Mvox/s':>8s}{'enc/s':>7s}{'dec/s':>7s}{'RSS GiB':>8s}")
+    print(
+        f"\nVQ-VAE training speed, 64^3, batch {args.batch} "
+        f"(median step of {args.speed_steps})"
+    )
+    print(
+        f"{'config':40s}{'prec':>6s}{'params':>10s}{'f':>3s}{'s/step':>9s}"
+        f"{'Mvox/s':>8s}{'enc/s':>7s}{'dec/s':>7s}{'RSS GiB':>8s}"
+    )
     for r in rows:
-        print(f"{r['config']:40s}{r['precision']:>6s}{r['params']:>10,d}{r['compression']:>3d}"
-              f"{r['train_step_s']:9.3f}{r['train_mvox_s']:8.2f}"
-              f"{r.get('encode_vol_s', float('nan')):7.2f}"
-              f"{r.get('decode_vol_s', float('nan')):7.2f}"
-              f"{r.get('peak_rss_gib', float('nan')):8.2f}")
+        print(
+            f"{r['config']:40s}{r['precision']:>6s}{r['params']:>10,d}{r['compression']:>3d}"
+            f"{r['train_step_s']:9.3f}{r['train_mvox_s']:8.2f}"
+            f"{r.get('encode_vol_s', float('nan')):7.2f}"
+            f"{r.get('decode_vol_s', float('nan')):7.2f}"
+            f"{r.get('peak_rss_gib', float('nan')):8.2f}"
+        )
     best = {}
     for r in rows:
         best[r["config"]] = min(best.get(r["config"], np.inf), r["train_step_s"])
     for name in best:
         if name != "default" and not name.startswith("MONAI"):
-            print(f"default vs {name} (best precision each): "
-                  f"{best[name] / best['default']:.2f}x faster")
+            print(
+                f"default vs {name} (best precision each): "
+                f"{best[name] / best['default']:.2f}x faster"
+            )
     peer = [r for r in rows if r["config"].startswith("MONAI")]
     if peer:
-        print(f"default vs MONAI voxels/s: "
-              f"{peer[0]['train_step_s'] / best['default']:.2f}x")
+        print(
+            f"default vs MONAI voxels/s: "
+            f"{peer[0]['train_step_s'] / best['default']:.2f}x"
+        )
     return rows
 
 
@@ -235,7 +282,9 @@ def cohort(args, shape, voxel_size, n, seed):
     path = Path(args.cache) / f"mni_{shape[0]}_{voxel_size}_{n}_{seed}.npy"
     if path.exists():
         return np.load(path)
-    volumes, _ = mni_cohort(n, shape=shape, voxel_size=voxel_size, rng=seed, progress=True)
+    volumes, _ = mni_cohort(
+        n, shape=shape, voxel_size=voxel_size, rng=seed, progress=True
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, volumes)
     return volumes
@@ -252,7 +301,9 @@ def train_for(vq, train, args, options):
     probe = VQVAE3D.from_config(vq.get_config(), mixed_precision=vq.mixed_precision)
     timer = step_timer()
     batch = args.quality_batch
-    probe.fit(train[: batch * 8], epochs=1, batch_size=batch, callbacks=[timer], **options)
+    probe.fit(
+        train[: batch * 8], epochs=1, batch_size=batch, callbacks=[timer], **options
+    )
     step_s = float(np.median(timer.times[2:]))
     steps_per_epoch = int(np.ceil(len(train) / batch))
     epochs = max(1, int(args.minutes * 60 / step_s / steps_per_epoch))
@@ -260,8 +311,14 @@ def train_for(vq, train, args, options):
     if options.get("adversarial_weight"):
         options["adversarial_start"] = epochs * steps_per_epoch // 3
     t0 = time.perf_counter()
-    history = vq.fit(train, epochs=epochs, batch_size=batch, learning_rate=args.lr,
-                     flip_augment=True, **options)
+    history = vq.fit(
+        train,
+        epochs=epochs,
+        batch_size=batch,
+        learning_rate=args.lr,
+        flip_augment=True,
+        **options,
+    )
     return {
         "batch": batch,
         "patch": options.get("patch_shape"),
@@ -284,8 +341,12 @@ def realism(val, recon, train):
     stats = get_feature_extractor("stats")
     blurred = np.stack([ndimage.gaussian_filter(v, 0.7) for v in val])
     report["controls_c2st"] = {
-        "other_real": classifier_two_sample_test(stats(val), stats(train[: len(val)]))["accuracy"],
-        "blurred_0.7": classifier_two_sample_test(stats(val), stats(blurred))["accuracy"],
+        "other_real": classifier_two_sample_test(stats(val), stats(train[: len(val)]))[
+            "accuracy"
+        ],
+        "blurred_0.7": classifier_two_sample_test(stats(val), stats(blurred))[
+            "accuracy"
+        ],
     }
     return report
 
@@ -306,8 +367,13 @@ def quality(args, recipe, *, large=False):
         options["patch_shape"] = patch
     run = train_for(vq, train, args, options)
     recon = vq.predict(val, batch_size=1)
-    out = {"recipe": recipe, "grid": f"{shape[0]}^3 @ {voxel:g} mm", "compression": vq.compression,
-           **run, **realism(val, recon, train)}
+    out = {
+        "recipe": recipe,
+        "grid": f"{shape[0]}^3 @ {voxel:g} mm",
+        "compression": vq.compression,
+        **run,
+        **realism(val, recon, train),
+    }
     if args.save:
         vq.save(args.save)
     return out
@@ -318,9 +384,11 @@ def print_quality(q):
     print(
         f"{q['recipe']:12s} {q['grid']:13s} {q['compression']}x, patches {q['patch']}, "
         f"batch {q['batch']}: {q['steps']:5d} steps {q['train_minutes']:5.1f} min "
-        f"({q['step_s']:.2f} s/step): PSNR {q['psnr_db']:.2f} dB (min {q['psnr_min_db']:.2f}), "
+        f"({q['step_s']:.2f} s/step): PSNR {q['psnr_db']:.2f} dB "
+        f"(min {q['psnr_min_db']:.2f}), "
         f"SSIM {q['ssim']:.4f}, sharpness {q['sharpness_ratio']:.3f}, "
-        f"C2ST recon vs real {c['accuracy']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}] "
+        f"C2ST recon vs real {c['accuracy']:.2f} "
+        f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}] "
         f"(controls: other real {q['controls_c2st']['other_real']:.2f}, "
         f"blurred {q['controls_c2st']['blurred_0.7']:.2f})",
         flush=True,
@@ -338,7 +406,9 @@ def main(argv=None):
     results = {}
     if args.speed:
         results["speed"] = speed(args)
-    quality_runs = [(r, False) for r in args.recipes] + ([("adversarial", True)] if args.large else [])
+    quality_runs = [(r, False) for r in args.recipes] + (
+        [("adversarial", True)] if args.large else []
+    )
     for recipe, large in quality_runs:
         q = quality(args, recipe, large=large)
         results.setdefault("quality", []).append(q)

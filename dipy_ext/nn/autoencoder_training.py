@@ -78,7 +78,11 @@ class AutoencoderTrainer(keras.Model):
             )
             self.trackers += [
                 keras.metrics.Mean(name=n)
-                for n in ("generator_adversarial", "discriminator_loss", "disc_accuracy")
+                for n in (
+                    "generator_adversarial",
+                    "discriminator_loss",
+                    "disc_accuracy",
+                )
             ]
         # optimizer steps taken, for the warm-up (a variable, so it is
         # checkpointed and read correctly inside compiled steps on any backend)
@@ -106,7 +110,9 @@ class AutoencoderTrainer(keras.Model):
             if t.name == name:
                 t.update_state(value)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         target = ops.cast(y, "float32")
         pred = ops.cast(y_pred, "float32")
         total = ops.mean(self.reconstruction(target, pred))
@@ -137,7 +143,8 @@ class AutoencoderTrainer(keras.Model):
         self._track("generator_adversarial", generator_term)
         self._track("discriminator_loss", disc_term)
         accuracy = 0.5 * (
-            ops.mean(ops.cast(real > 0, "float32")) + ops.mean(ops.cast(fake < 0, "float32"))
+            ops.mean(ops.cast(real > 0, "float32"))
+            + ops.mean(ops.cast(fake < 0, "float32"))
         )
         self._track("disc_accuracy", accuracy)
         return on * (self.adversarial_weight * generator_term + disc_term)

@@ -32,15 +32,14 @@ from dipy_ext.nn.model_file import (
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
-    keras_verbosity,
     ArrayBatches,
     as_volume_batch,
+    keras_verbosity,
     learning_rate_schedule,
     training_callbacks,
 )
 from dipy_ext.nn.unet import build_unet
 from dipy_ext.nn.vqvae import VQVAE3D
-
 
 
 class DiffusionTrainer(keras.Model):
@@ -104,7 +103,9 @@ class SampleStreams:
 
     def standard_normal(self, shape):
         if shape[0] != len(self.generators):
-            raise ValueError(f"{len(self.generators)} streams for a batch of {shape[0]}")
+            raise ValueError(
+                f"{len(self.generators)} streams for a batch of {shape[0]}"
+            )
         return np.stack([g.standard_normal(shape[1:]) for g in self.generators]).astype(
             np.float32
         )

@@ -42,7 +42,10 @@ class PatchDiscriminator3D(keras.Model):
             self.blocks.append(block)
         last = channels * 2 ** (num_layers - 1)
         self.blocks.append(
-            [layers.Conv3D(last, 4, padding="same", **kw), group_norm(last, groups, **kw)]
+            [
+                layers.Conv3D(last, 4, padding="same", **kw),
+                group_norm(last, groups, **kw),
+            ]
         )
         self.logits = layers.Conv3D(1, 4, padding="same", dtype="float32")
 
@@ -89,6 +92,7 @@ def adversarial_losses(kind):
     """``(discriminator_loss, generator_loss)`` functions of logits."""
     if kind not in ADVERSARIAL_LOSSES:
         raise ValueError(
-            f"adversarial loss should be one of {sorted(ADVERSARIAL_LOSSES)}, got {kind!r}"
+            f"adversarial loss should be one of {sorted(ADVERSARIAL_LOSSES)}, "
+            f"got {kind!r}"
         )
     return ADVERSARIAL_LOSSES[kind]

@@ -39,8 +39,12 @@ class GroupNorm3D(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels % self.groups:
-            raise ValueError(f"{channels} channels do not split into {self.groups} groups")
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+            raise ValueError(
+                f"{channels} channels do not split into {self.groups} groups"
+            )
+        self.gamma = self.add_weight(
+            shape=(channels,), initializer="ones", name="gamma"
+        )
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, x):

@@ -73,7 +73,9 @@ def _blur(x, taps):
     for axis in range(3):
         shape = [1, 1, 1, 1, 1]
         shape[axis] = k
-        x = ops.conv(x, ops.reshape(ops.convert_to_tensor(taps), shape), padding="valid")
+        x = ops.conv(
+            x, ops.reshape(ops.convert_to_tensor(taps), shape), padding="valid"
+        )
     return x
 
 
@@ -112,8 +114,11 @@ def check_structure_losses(weights):
     for name, w in weights.items():
         if name not in STRUCTURE_LOSSES:
             raise ValueError(
-                f"structure loss should be one of {sorted(STRUCTURE_LOSSES)}, got {name!r}"
+                f"structure loss should be one of {sorted(STRUCTURE_LOSSES)}, "
+                f"got {name!r}"
             )
         if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
-            raise ValueError(f"weight of the {name!r} loss should be a finite number >= 0, got {w!r}")
+            raise ValueError(
+                f"weight of the {name!r} loss should be a finite number >= 0, got {w!r}"
+            )
     return {k: float(v) for k, v in weights.items() if v > 0}

@@ -86,10 +86,19 @@ def load_model_file(path, *, kind):
             for name in sorted(n for n in data.files if n != _META):
                 group = name.rsplit("/", 1)[0]
                 groups.setdefault(group, []).append(data[name])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        EOFError,
+        zlib.error,
+    ) as e:
         raise ValueError(f"'{path}' is not a readable dipy_ext model file ({e})") from e
     if not isinstance(meta, dict):
-        raise ValueError(f"'{path}' is not a readable dipy_ext model file (bad metadata)")
+        raise ValueError(
+            f"'{path}' is not a readable dipy_ext model file (bad metadata)"
+        )
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(

@@ -67,9 +67,17 @@ class Sampler:
         """Evaluate the network at ``num_inference_steps`` evenly spaced steps."""
         n = num_inference_steps
         T = self.schedule.num_timesteps
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
-            raise ValueError(f"num_inference_steps should be an integer in 1..{T}, got {n!r}")
-        self.timesteps = np.unique(np.round(np.linspace(0, T - 1, int(n))).astype(int))[::-1]
+        if (
+            isinstance(n, bool)
+            or not isinstance(n, (int, np.integer))
+            or not 1 <= n <= T
+        ):
+            raise ValueError(
+                f"num_inference_steps should be an integer in 1..{T}, got {n!r}"
+            )
+        self.timesteps = np.unique(np.round(np.linspace(0, T - 1, int(n))).astype(int))[
+            ::-1
+        ]
         self._reset()
         return self
 
@@ -144,7 +152,9 @@ class DDIMSampler(Sampler):
 
     def __init__(self, schedule, *, eta=0.0):
         super().__init__(schedule)
-        if not (isinstance(eta, (int, float, np.floating)) and np.isfinite(eta) and eta >= 0):
+        if not (
+            isinstance(eta, (int, float, np.floating)) and np.isfinite(eta) and eta >= 0
+        ):
             raise ValueError(f"eta should be a finite number >= 0, got {eta!r}")
         self.eta = float(eta)
         self.stochastic = self.eta > 0

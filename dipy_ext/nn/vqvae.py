@@ -19,6 +19,8 @@ more than half of a training step's time for a sixth of the useful work.
 import numpy as np
 
 from dipy_ext.nn._backend import dtype_policy, keras, layers, ops
+from dipy_ext.nn.autoencoder_training import make_trainer
+from dipy_ext.nn.discriminator import adversarial_losses
 from dipy_ext.nn.layers import (
     ResBlock3D,
     SpaceToDepth3D,
@@ -27,8 +29,6 @@ from dipy_ext.nn.layers import (
     downsample,
     group_norm,
 )
-from dipy_ext.nn.autoencoder_training import make_trainer
-from dipy_ext.nn.discriminator import adversarial_losses
 from dipy_ext.nn.losses import check_structure_losses, reconstruction_loss
 from dipy_ext.nn.model_file import (
     assign_weights,
@@ -38,9 +38,9 @@ from dipy_ext.nn.model_file import (
 )
 from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
 from dipy_ext.nn.training import (
-    keras_verbosity,
     ArrayBatches,
     as_volume_batch,
+    keras_verbosity,
     learning_rate_schedule,
     training_callbacks,
 )
@@ -54,7 +54,9 @@ def _per_level(value, levels, name):
     return tuple(int(v) for v in values)
 
 
-def build_encoder(channels, num_res_blocks, embedding_dim, groups, dtype, pixel_shuffle):
+def build_encoder(
+    channels, num_res_blocks, embedding_dim, groups, dtype, pixel_shuffle
+):
     """Functional encoder: (X, Y, Z, 1) -> (X/f, Y/f, Z/f, embedding_dim).
 
     Spatial axes are left undeclared (fully convolutional), so a network
@@ -76,7 +78,9 @@ def build_encoder(channels, num_res_blocks, embedding_dim, groups, dtype, pixel_
     return keras.Model(inputs, z, name="encoder")
 
 
-def build_decoder(channels, num_res_blocks, embedding_dim, groups, dtype, pixel_shuffle):
+def build_decoder(
+    channels, num_res_blocks, embedding_dim, groups, dtype, pixel_shuffle
+):
     """Functional decoder: (x, y, z, embedding_dim) -> (X, Y, Z, 1)."""
     x = inputs = keras.Input((None, None, None, embedding_dim), name="latent")
     x = layers.Conv3D(channels[-1], 3, padding="same", dtype=dtype)(x)
@@ -342,11 +346,22 @@ class VQVAE3D:
             ("adversarial_start", adversarial_start, 0),
             ("discriminator_channels", discriminator_channels, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < low
+            ):
                 raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
-        for name, value in (("learning_rate", learning_rate), ("adversarial_weight", adversarial_weight)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} should be a finite number >= 0, got {value!r}")
+        for name, value in (
+            ("learning_rate", learning_rate),
+            ("adversarial_weight", adversarial_weight),
+        ):
+            if not (
+                isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
+            ):
+                raise ValueError(
+                    f"{name} should be a finite number >= 0, got {value!r}"
+                )
         if patch_shape is not None:
             patch_shape = tuple(int(p) for p in patch_shape)
             if (
@@ -517,7 +532,9 @@ class VQVAE3D:
     def _from_meta(cls, meta, weights, *, source, **kwargs):
         try:
             # files written before pixel shuffling existed have none
-            model = cls.from_config({"pixel_shuffle": False, **meta["config"]}, **kwargs)
+            model = cls.from_config(
+                {"pixel_shuffle": False, **meta["config"]}, **kwargs
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(
                 f"the VQVAE3D config in {source} is not valid for this version: {e}"

@@ -71,11 +71,15 @@ def claim_folder(folder, settings, force):
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        differ = [
+            k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)
+        ]
         if differ:
             if not force:
                 named = ", ".join(
-                    "input files" if k == "input_files_seen" else f"{k} {old.get(k)} -> {settings.get(k)}"
+                    "input files"
+                    if k == "input_files_seen"
+                    else f"{k} {old.get(k)} -> {settings.get(k)}"
                     for k in differ[:3]
                 )
                 raise ValueError(
@@ -133,11 +137,17 @@ def set_aside_corrupt_backups(backup_dir):
         shutil.copyfile(previous, latest)
         if previous_meta.exists():
             shutil.copyfile(previous_meta, meta)
-        logger.warning(f"The latest backup was unreadable (kept as {aside}); resuming from the one before")
+        logger.warning(
+            f"The latest backup was unreadable (kept as {aside}); "
+            "resuming from the one before"
+        )
     else:
         _set_aside(previous)
         _set_aside(previous_meta)
-        logger.warning(f"No readable backup in {folder} (kept as *.corrupt); training starts afresh")
+        logger.warning(
+            f"No readable backup in {folder} (kept as *.corrupt); "
+            "training starts afresh"
+        )
 
 
 def history_logger(folder):
@@ -157,7 +167,11 @@ def read_history(folder):
     if not path.exists():
         return {}
     with open(path, newline="") as f:
-        rows = {int(r["epoch"]): r for r in csv.DictReader(f) if r.get("epoch", "").isdigit()}
+        rows = {
+            int(r["epoch"]): r
+            for r in csv.DictReader(f)
+            if r.get("epoch", "").isdigit()
+        }
     history = {}
     for epoch in sorted(rows):
         for key, value in rows[epoch].items():

@@ -80,8 +80,8 @@ class EvaluateSynthesisFlow(Workflow):
         coverage and a classifier two-sample test in a feature space,
         tissue-fraction distributions (HMRF) and nearest-neighbour
         (memorisation) distances, and the sharpness ratio (mean gradient
-        magnitude inside the brain, synthetic over real); the PNG shows slices, intensity
-        histograms, tissue fractions and distances.
+        magnitude inside the brain, synthetic over real); the PNG shows
+        slices, intensity histograms, tissue fractions and distances.
 
         Parameters
         ----------

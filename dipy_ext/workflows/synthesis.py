@@ -8,9 +8,9 @@ from dipy.workflows.workflow import Workflow
 import numpy as np
 
 from dipy_ext.workflows.base import (
-    output_lock,
     check_outputs,
     output_dir,
+    output_lock,
     parse_conditions,
     save_nifti_atomic,
 )
@@ -97,7 +97,8 @@ class SynthesizeBrainFlow(Workflow):
         with output_lock(folder, out_prefix, "dipy_synthesize_brain"):
             digits = max(3, len(str(num_samples - 1)))
             nifti_paths = [
-                folder / f"{out_prefix}_{i:0{digits}d}.nii.gz" for i in range(num_samples)
+                folder / f"{out_prefix}_{i:0{digits}d}.nii.gz"
+                for i in range(num_samples)
             ]
             mosaic_path = folder / out_mosaic
             check_outputs([*nifti_paths, mosaic_path], self._force_overwrite)
@@ -110,7 +111,9 @@ class SynthesizeBrainFlow(Workflow):
             start = time.perf_counter()
             model = LatentDiffusion3D.load(path, mixed_precision=bfloat16)
             condition = parse_conditions(conditions, model.condition_names)
-            cond_batch = None if condition is None else np.tile(condition, (num_samples, 1))
+            cond_batch = (
+                None if condition is None else np.tile(condition, (num_samples, 1))
+            )
             logger.info(
                 f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
                 f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"

@@ -216,7 +216,9 @@ class TrainVQVAE3DFlow(Workflow):
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
-        _claim(ckpt, arguments, [input_files, mask_files, reference], self._force_overwrite)
+        _claim(
+            ckpt, arguments, [input_files, mask_files, reference], self._force_overwrite
+        )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
         volumes, paths = _prepare_cohort(
@@ -253,10 +255,17 @@ class TrainVQVAE3DFlow(Workflow):
             checkpoint_dir=ckpt / "backup",
             callbacks=[history_logger(ckpt)],
             flip_augment=flip_augment,
-            patch_shape=None if tuple(patch_shape) == (0,) else as_triple(patch_shape, "patch_shape"),
-            structure_losses={"gradient": gradient_loss_weight, "ssim": ssim_loss_weight},
+            patch_shape=None
+            if tuple(patch_shape) == (0,)
+            else as_triple(patch_shape, "patch_shape"),
+            structure_losses={
+                "gradient": gradient_loss_weight,
+                "ssim": ssim_loss_weight,
+            },
             adversarial_weight=adversarial_weight,
-            adversarial_start=steps // 3 if adversarial_start == -1 else adversarial_start,
+            adversarial_start=steps // 3
+            if adversarial_start == -1
+            else adversarial_start,
             adversarial_loss=adversarial_loss,
         )
         model.save(model_path)
@@ -451,7 +460,11 @@ class TrainLatentDiffusion3DFlow(Workflow):
             callbacks=[history_logger(ckpt)],
         )
         model.save(model_path)
-        _curves(read_history(ckpt), curves_path, f"LatentDiffusion3D on {len(train)} volumes")
+        _curves(
+            read_history(ckpt),
+            curves_path,
+            f"LatentDiffusion3D on {len(train)} volumes",
+        )
         _cleanup(ckpt, keep=bool(checkpoint_dir))
         logger.info(f"Saved {model_path} and {curves_path}")
         return [str(model_path), str(curves_path)]

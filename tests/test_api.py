@@ -36,3 +36,14 @@ def test_fetcher_error_is_dipys():
     from dipy_ext.data.fetcher import FetcherError
 
     assert issubclass(FetcherError, DipyFetcherError)
+
+
+def test_version_names_dipy_ext(monkeypatch, capsys):
+    from dipy_ext import __version__
+    from dipy_ext.workflows import cli
+
+    monkeypatch.setattr("sys.argv", ["dipy_synthesize_brain", "--version"])
+    cli.run()
+    assert capsys.readouterr().out.startswith(
+        f"dipy_synthesize_brain (dipy_ext {__version__}, DIPY "
+    )

@@ -36,6 +36,14 @@ def run(prog=None):
     prog = prog or Path(sys.argv[0]).name
     if prog not in FLOWS:
         sys.exit(f"{prog}: unknown dipy_ext command; known: {', '.join(FLOWS)}")
+    if "--version" in sys.argv[1:]:
+        # DIPY's parser would print DIPY's version: ours comes first
+        from dipy import __version__ as dipy_version
+
+        from dipy_ext import __version__
+
+        print(f"{prog} (dipy_ext {__version__}, DIPY {dipy_version})")
+        return
     module, name = FLOWS[prog]
     flow = getattr(importlib.import_module(module), name)()
     try:

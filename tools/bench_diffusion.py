@@ -27,6 +27,7 @@ import json
 import time
 
 import numpy as np
+from step_timing import step_timer
 
 
 def parse(argv=None):
@@ -48,24 +49,6 @@ def parse(argv=None):
     p.add_argument("--speed-unet-channels", default="32,64,128")
     p.add_argument("--json", help="write the numbers here")
     return p.parse_args(argv)
-
-
-def StepTimer():
-    """A Keras callback recording the duration of every training step."""
-    import keras
-
-    class Timer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self.t0)
-
-    return Timer()
 
 
 def speed(args):
@@ -132,7 +115,7 @@ def speed(args):
                 .standard_normal((64, *vq.latent_shape, vq.embedding_dim))
                 .astype(np.float32)
             )
-            timer = StepTimer()
+            timer = step_timer()
             ldm.trainer.compile(
                 optimizer=keras.optimizers.Adam(1e-4), loss=diffusion_loss
             )

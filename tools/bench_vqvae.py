@@ -31,6 +31,7 @@ import sys
 import time
 
 import numpy as np
+from step_timing import step_timer
 
 CONFIGS = {
     "today": {
@@ -100,23 +101,6 @@ def parse(argv=None):
     p.add_argument("--json", help="write every result here")
     p.add_argument("--phase", help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def step_timer():
-    import keras
-
-    class StepTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self.t0)
-
-    return StepTimer()
 
 
 # ------------------------------------------------------------------- speed

@@ -53,7 +53,7 @@ setup(
             "sys_platform != 'linux' or platform_machine != 'x86_64'",
         ],
         "gpu": [f"tensorflow[and-cuda]>={TF_MIN}"],
-        "test": ["pytest>=7", "scikit-image>=0.21", "nilearn>=0.10"],
+        "test": ["pytest>=7", "scikit-image>=0.21", "nilearn>=0.10", "jax>=0.4.30"],
         "doc": ["sphinx>=7", "sphinx-gallery>=0.15", "nilearn>=0.10"],
         "default-model": ["nilearn>=0.10"],
     },

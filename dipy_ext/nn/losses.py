@@ -68,14 +68,13 @@ def _gaussian_taps(sigma):
 
 
 def _blur(x, taps):
-    """Separable Gaussian filter of (N, X, Y, Z, 1) maps, 'valid' borders."""
+    """Separable Gaussian filter of (N, X, Y, Z, 1) maps (zero-padded: works
+    on patches smaller than the window)."""
     k = len(taps)
     for axis in range(3):
         shape = [1, 1, 1, 1, 1]
         shape[axis] = k
-        x = ops.conv(
-            x, ops.reshape(ops.convert_to_tensor(taps), shape), padding="valid"
-        )
+        x = ops.conv(x, ops.reshape(ops.convert_to_tensor(taps), shape), padding="same")
     return x
 
 

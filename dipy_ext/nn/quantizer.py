@@ -198,7 +198,8 @@ class CodebookUsage(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         """Start counting code usage afresh."""
-        self.quantizer.usage_count.assign(ops.zeros_like(self.quantizer.usage_count))
+        count = self.quantizer.usage_count
+        count.assign(ops.zeros(count.shape, count.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         """Add this epoch's usage and perplexity to the logs."""

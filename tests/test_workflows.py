@@ -491,6 +491,7 @@ def test_vqvae_flow_patches_losses_and_heldout_report(t1_folder, tmp_path, dipy_
         inputs,
         patch_shape=(8,),
         ssim_loss_weight=0.5,
+        adversarial_weight=0.05,
         out_dir=str(tmp_path / "b"),
         **common,
     )

@@ -279,7 +279,7 @@ class VQVAE3D:
         patch_shape=None,
         structure_losses=None,
         adversarial_weight=0.0,
-        adversarial_start=0,
+        adversarial_start=None,
         adversarial_loss="hinge",
         discriminator_channels=16,
     ):
@@ -312,14 +312,19 @@ class VQVAE3D:
         structure_losses : dict of str -> float, optional
             Weights of structure losses added to the reconstruction loss:
             ``"gradient"`` (gradient difference) and ``"ssim"`` (1 - SSIM);
-            see :mod:`dipy_ext.nn.losses`.
+            see :mod:`dipy_ext.nn.losses`. Default ``{"gradient": 1.0}``
+            (it raised held-out SSIM from 0.70 to 0.78 in equal training
+            time; the SSIM loss costs twice the step time and did not help
+            at equal time); ``{}`` for the reconstruction loss alone.
         adversarial_weight : float, optional
-            Weight of a PatchGAN adversarial loss (0: none). A
+            Weight of a PatchGAN adversarial loss (0: none, the default;
+            0.02-0.05 is a start: 0.05 lifted the sharpness ratio of
+            reconstructions from 0.81 to 1.14 in a short run). A
             :class:`~dipy_ext.nn.discriminator.PatchDiscriminator3D` is
             trained alongside; it is checkpointed but not saved with the model.
         adversarial_start : int, optional
             Steps of reconstruction-only warm-up before the adversarial terms
-            switch on.
+            switch on (default: a third of the run).
         adversarial_loss : {"hinge", "least_squares", "non_saturating"}, optional
         discriminator_channels : int, optional
             First-layer channels of the discriminator.
@@ -338,12 +343,18 @@ class VQVAE3D:
         ValueError
             Volumes of the wrong shape or with NaN, or a bad option value.
         """
+        if structure_losses is None:
+            structure_losses = {"gradient": 1.0}
         structure_losses = check_structure_losses(structure_losses)
         adversarial_losses(adversarial_loss)
         for name, value, low in (
             ("epochs", epochs, 1),
             ("batch_size", batch_size, 1),
-            ("adversarial_start", adversarial_start, 0),
+            (
+                "adversarial_start",
+                0 if adversarial_start is None else adversarial_start,
+                0,
+            ),
             ("discriminator_channels", discriminator_channels, 1),
         ):
             if (
@@ -382,6 +393,8 @@ class VQVAE3D:
             patch_shape=patch_shape,
             patch_multiple=self.compression,
         )
+        if adversarial_start is None:
+            adversarial_start = epochs * len(train) // 3
         val = None
         if validation_data is not None:
             val_data, _ = as_volume_batch(

@@ -127,7 +127,7 @@ class TrainVQVAE3DFlow(Workflow):
         patch_shape=(0,),
         gradient_loss_weight=1.0,
         ssim_loss_weight=0.0,
-        adversarial_weight=0.05,
+        adversarial_weight=0.0,
         adversarial_start=-1,
         adversarial_loss="hinge",
         epochs=50,
@@ -179,7 +179,8 @@ class TrainVQVAE3DFlow(Workflow):
         ssim_loss_weight : float, optional
             Weight of the 1 - SSIM loss.
         adversarial_weight : float, optional
-            Weight of the PatchGAN adversarial loss (0: none).
+            Weight of the PatchGAN adversarial loss (0: none; 0.02-0.05 is a
+            start).
         adversarial_start : int, optional
             Reconstruction-only steps before the adversarial loss switches
             on; -1 starts it at a third of the run.
@@ -245,7 +246,6 @@ class TrainVQVAE3DFlow(Workflow):
             seed=seed,
             verbose=True,
         )
-        steps = epochs * int(np.ceil(len(train) / batch_size))
         model.fit(
             volumes[train],
             epochs=epochs,
@@ -263,9 +263,7 @@ class TrainVQVAE3DFlow(Workflow):
                 "ssim": ssim_loss_weight,
             },
             adversarial_weight=adversarial_weight,
-            adversarial_start=steps // 3
-            if adversarial_start == -1
-            else adversarial_start,
+            adversarial_start=None if adversarial_start == -1 else adversarial_start,
             adversarial_loss=adversarial_loss,
         )
         model.save(model_path)

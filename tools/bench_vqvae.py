@@ -54,6 +54,11 @@ RECIPES = {
         "adversarial_weight": 0.05,
         "adversarial_loss": "hinge",
     },
+    "adversarial_0.02": {
+        "structure_losses": {"gradient": 1.0},
+        "adversarial_weight": 0.02,
+        "adversarial_loss": "hinge",
+    },
 }
 
 
@@ -74,6 +79,7 @@ def parse(argv=None):
     p.add_argument(
         "--large", action="store_true", help="128^3 / 1.5 mm, 8x, 64^3 patches"
     )
+    p.add_argument("--large-recipe", choices=sorted(RECIPES), default="gradient")
     p.add_argument(
         "--minutes", type=float, default=7.0, help="training budget per recipe"
     )
@@ -391,7 +397,7 @@ def main(argv=None):
     if args.speed:
         results["speed"] = speed(args)
     quality_runs = [(r, False) for r in args.recipes] + (
-        [("adversarial", True)] if args.large else []
+        [(args.large_recipe, True)] if args.large else []
     )
     for recipe, large in quality_runs:
         q = quality(args, recipe, large=large)

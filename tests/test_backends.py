@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("jax")
 pytest.importorskip("keras")
+pytestmark = pytest.mark.slow
 
 JAX_TRAINING = textwrap.dedent(
     """

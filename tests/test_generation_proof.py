@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("keras")
+pytestmark = pytest.mark.slow
 
 from dipy_ext.data import phantom_cohort, phantom_family  # noqa: E402
 from dipy_ext.metrics import diversity, volume_distances  # noqa: E402

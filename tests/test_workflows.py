@@ -541,7 +541,8 @@ def test_training_flow_checkpoints_keyed_recovered_and_logged(
     assert len(read_history(ckpt)["loss"]) == 2
     # other settings: one line naming the difference, nothing touched
     with pytest.raises(
-        ValueError, match=r"other settings \(voxel_size \[4.0\] -> \[3.0\]\)"
+        ValueError,
+        match=r"interrupted run with other settings \(voxel_size \[4.0\] -> \[3.0\]\)",
     ):
         TrainVQVAE3DFlow().run(**{**args, "voxel_size": (3.0,)})
     # the latest backup is damaged (say a full disk during its save)

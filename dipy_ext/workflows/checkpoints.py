@@ -6,7 +6,8 @@ an interrupted run. This module makes that safe:
 
 * the folder records the settings that shaped it (every option of the run
   and the size and time of each input file); a rerun with other settings
-  stops with one line saying what differs, and ``--force`` clears it;
+  starts afresh if nothing was trained yet, and otherwise stops with one
+  line saying what differs (``--force`` clears it);
 * a backup file that cannot be read (a kill or a full disk during a save)
   is set aside with a warning, so the run resumes from the other copy or
   starts afresh instead of failing in HDF5;
@@ -58,42 +59,46 @@ def run_settings(arguments, *, inputs):
     return settings
 
 
-def claim_folder(folder, settings, force):
-    """Use ``folder`` for a run with ``settings``; refuse one made otherwise.
+def _has_progress(folder):
+    """Whether a folder holds training progress (a backup or a history)."""
+    backup = folder / "backup"
+    return (folder / HISTORY).exists() or (backup.is_dir() and any(backup.iterdir()))
 
-    Raises a one-line ``ValueError`` naming what differs, unless ``force``,
-    which clears the folder.
+
+def claim_folder(folder, settings, force):
+    """Use ``folder`` for a run with ``settings``.
+
+    A folder made with other settings is cleared when it holds no training
+    progress (say, a run that stopped on a bad input); one that holds an
+    interrupted run's progress is refused with a one-line ``ValueError``
+    naming what differs, unless ``force``, which clears it.
     """
     folder = Path(folder)
     path = folder / SETTINGS
+    differ = []
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        differ = [
-            k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)
-        ]
-        if differ:
-            if not force:
-                named = ", ".join(
-                    "input files"
-                    if k == "input_files_seen"
-                    else f"{k} {old.get(k)} -> {settings.get(k)}"
-                    for k in differ[:3]
-                )
-                raise ValueError(
-                    f"checkpoint folder '{folder}' holds a run with other settings "
-                    f"({named}); rerun with --force to start afresh"
-                )
-            logger.warning(f"Clearing '{folder}': it holds a run with other settings")
-            shutil.rmtree(folder)
+        keys = sorted(set(old) | set(settings))
+        differ = [k for k in keys if old.get(k) != settings.get(k)]
+        named = ", ".join(
+            "input files"
+            if k == "input_files_seen"
+            else f"{k} {old.get(k)} -> {settings.get(k)}"
+            for k in differ[:3]
+        )
     elif folder.exists() and any(folder.iterdir()):
-        if not force:
+        differ, named = ["unknown"], "files of an unknown run"
+    if differ:
+        if _has_progress(folder) and not force:
             raise ValueError(
-                f"checkpoint folder '{folder}' holds files of an unknown run; "
-                "rerun with --force to clear it"
+                f"checkpoint folder '{folder}' holds an interrupted run with other "
+                f"settings ({named}); rerun with --force to start afresh"
             )
+        if _has_progress(folder):
+            logger.warning(f"Clearing '{folder}': it holds a run with other settings")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(settings))

@@ -1,19 +1,29 @@
 """Train the default model embedded in dipy_ext (rerunnable, offline).
 
-Data: ``--n-train`` + ``--n-heldout`` volumes from the MNI152 2009a template
-(shipped with nilearn) with random affine + elastic deformations, bias
-fields, gamma contrast changes and noise, on a 64^3 grid at 3 mm
-(``dipy_ext.data.mni.mni_cohort``). Then a VQVAE3D (4x per axis, 16^3 x 8
-latents) and a LatentDiffusion3D on its latents are trained, the held-out
-evaluation of the diffusion issue is run on samples, and everything is
-written to ``--out``: the model file, a JSON of settings, timings and quality
-numbers (for the model card), and PNGs.
+Stages, each resumable (rerun the same command after an interruption):
 
-    python tools/train_default_model.py --out scratch/default_model
-    cp scratch/default_model/dipy_ext_default_ldm_64.npz dipy_ext/data/default_model/
+1. **cohort**: ``--n-train`` + ``--n-heldout`` volumes from the MNI152 2009a
+   template shipped with nilearn (``dipy_ext.data.mni.mni_cohort``: random
+   pose, head size, elastic deformation, cortical thinning, ventricle size,
+   asymmetry, bias field, contrast, noise) on a 128^3 grid at 1.5 mm in MNI
+   space; the covariates (brain volume, ventricle fraction) are measured
+   from each volume (``dipy_ext.metrics.covariates``). The held-out
+   volumes are never trained on.
+2. **vqvae**: a VQVAE3D at 8x per axis (16^3 x 8 latents) trained on 64^3
+   patches with the gradient-difference and adversarial losses.
+3. **ldm**: a conditional LatentDiffusion3D on its latents, with condition
+   dropout for classifier-free guidance.
+4. **eval**: samples vs the held-out volumes (``evaluate_synthesis``),
+   reconstruction quality, and the conditioning check (requested vs measured
+   covariates over a grid of requests); written to
+   ``default_model_info.json`` beside the model file.
 
-Both stages back up their state each epoch under ``--out``; rerunning the
-same command after an interruption resumes where it stopped.
+    python tools/train_default_model.py --out scratch/default_model_v2
+    cp scratch/default_model_v2/dipy_ext_default_ldm.npz dipy_ext/data/default_model/
+    cp scratch/default_model_v2/default_model_info.json doc/
+
+``--stop-after STAGE`` ends after a stage; ``--eval-only`` re-runs stage 4.
+Every stage prints its wall-clock time, which the record keeps.
 """
 
 import argparse
@@ -24,24 +34,35 @@ import time
 
 import numpy as np
 
+STAGES = ("cohort", "vqvae", "ldm", "eval")
+
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="scratch/default_model")
+    p.add_argument("--out", default="scratch/default_model_v2")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=200)
-    p.add_argument("--n-heldout", type=int, default=20)
-    p.add_argument("--vq-epochs", type=int, default=20)
+    p.add_argument("--n-train", type=int, default=360)
+    p.add_argument("--n-heldout", type=int, default=40)
+    p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128))
+    p.add_argument("--voxel-size", type=float, default=1.5)
+    p.add_argument("--workers", type=int, default=2, help="cohort processes")
+    p.add_argument("--vq-epochs", type=int, default=16)
     p.add_argument("--vq-batch", type=int, default=2)
-    p.add_argument("--vq-lr", type=float, default=1e-3)
-    p.add_argument("--ldm-epochs", type=int, default=80)
+    p.add_argument("--vq-lr", type=float, default=5e-4)
+    p.add_argument("--vq-patch", type=int, default=64)
+    p.add_argument("--vq-codes", type=int, default=1024)
+    p.add_argument("--vq-adversarial", type=float, default=0.02)
+    p.add_argument("--ldm-epochs", type=int, default=45)
     p.add_argument("--ldm-batch", type=int, default=8)
     p.add_argument("--ldm-lr", type=float, default=2e-4)
     p.add_argument("--ldm-channels", default="32,64,128")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--n-samples", type=int, default=20)
-    p.add_argument("--steps", type=int, default=200, help="sampling steps (evaluation)")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (evaluation)")
+    p.add_argument("--n-samples", type=int, default=40)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", type=int, default=200, help="sampling steps")
+    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
+    p.add_argument("--guidance", type=float, default=1.0, help="guidance scale")
+    p.add_argument("--stop-after", choices=STAGES, default="eval")
     p.add_argument(
         "--eval-only",
         action="store_true",
@@ -50,110 +71,126 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse(argv)
-    import keras
+class Record:
+    """The JSON record of a run, updated and rewritten stage by stage."""
 
-    from dipy_ext.data.default import DEFAULT_MODEL_NAME
+    def __init__(self, path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def update(self, **items):
+        self.data.update(items)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=float))
+        tmp.replace(self.path)
+
+
+def build_cohort(args, out, record):
+    """Stage 1: the cohort (memory-mapped .npy) and its measured covariates."""
     from dipy_ext.data.mni import mni_cohort
-    from dipy_ext.metrics import psnr, ssim
-    from dipy_ext.nn.diffusion import LatentDiffusion3D
+    from dipy_ext.metrics.covariates import measure_covariates
+
+    volumes_file, grid_file = out / "cohort.npy", out / "cohort_grid.npy"
+    covariates_file = out / "cohort_covariates.npy"
+    if not covariates_file.exists():
+        t0 = time.perf_counter()
+        volumes, grid = mni_cohort(
+            args.n_train + args.n_heldout,
+            shape=tuple(args.shape),
+            voxel_size=args.voxel_size,
+            rng=args.seed,
+            rotation_deg=5.0,
+            scale=0.03,
+            head_size=(0.9, 0.035),
+            anatomy=True,
+            workers=args.workers,
+            progress=True,
+        )
+        covariates = measure_covariates(volumes, args.voxel_size)
+        np.save(volumes_file, volumes)
+        np.save(grid_file, grid)
+        np.save(covariates_file, covariates)  # written last: the stage is done
+        record.update(cohort_minutes=(time.perf_counter() - t0) / 60)
+        del volumes
+    volumes = np.load(volumes_file, mmap_mode="r")
+    return volumes, np.load(grid_file), np.load(covariates_file)
+
+
+def train_vqvae(args, out, record, train, heldout, grid):
+    """Stage 2: the 8x autoencoder, trained on patches."""
+    from dipy_ext.metrics.sharpness import reconstruction_report
     from dipy_ext.nn.vqvae import VQVAE3D
     from dipy_ext.viz import training_curves
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = {
-        "settings": vars(args),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "keras": keras.__version__,
-    }
-
-    cohort_file = out / "cohort.npz"
-    if cohort_file.exists():
-        saved = np.load(cohort_file)
-        volumes, affine = saved["volumes"], saved["affine"]
-    else:
-        t0 = time.perf_counter()
-        volumes, affine = mni_cohort(
-            args.n_train + args.n_heldout, rng=args.seed, progress=True
-        )
-        np.savez(cohort_file, volumes=volumes, affine=affine)
-        info["cohort_seconds"] = time.perf_counter() - t0
-    train, heldout = volumes[: args.n_train], volumes[args.n_train :]
-    if args.eval_only:
-        info = json.loads((out / "default_model_info.json").read_text())
-        info["settings"].update(steps=args.steps, eta=args.eta)
-        ldm = LatentDiffusion3D.load(out / DEFAULT_MODEL_NAME)
-        evaluate(ldm, train, heldout, args, info, out)
-        return
-
     vq_file = out / "vqvae.npz"
-    vq_info = out / "vqvae_info.json"  # kept so that a resumed run reports it
     if vq_file.exists():
-        vq = VQVAE3D.load(vq_file)
-        if vq_info.exists():
-            info.update(json.loads(vq_info.read_text()))
-    else:
-        vq = VQVAE3D(
-            input_shape=(64, 64, 64),
-            channels=(16, 32, 64),
-            num_res_blocks=(1, 2, 2),
-            num_embeddings=512,
-            embedding_dim=8,
-            affine=affine,
-            seed=args.seed,
-            verbose=True,
-        )
-        t0 = time.perf_counter()
-        hist = vq.fit(
-            train,
-            epochs=args.vq_epochs,
-            batch_size=args.vq_batch,
-            learning_rate=args.vq_lr,
-            validation_data=heldout[:4],
-            checkpoint_dir=out / "vq_backup",
-            flip_augment=True,
-        )
-        info["vq_train_minutes"] = (time.perf_counter() - t0) / 60
-        info["vq_history"] = hist.history
-        training_curves(hist, out / "vq_training.png", title="default VQVAE3D")
-        vq.save(vq_file)
-        vq_info.write_text(
-            json.dumps({k: info[k] for k in ("vq_train_minutes", "vq_history")})
-        )
-    rec = vq.predict(heldout, batch_size=2)
-    info["vq_heldout_psnr_db"] = float(
-        np.mean([psnr(a, b) for a, b in zip(heldout, rec)])
+        return VQVAE3D.load(vq_file)
+    vq = VQVAE3D(
+        input_shape=tuple(args.shape),
+        channels=(32, 64, 128),
+        num_res_blocks=1,
+        num_embeddings=args.vq_codes,
+        embedding_dim=8,
+        affine=grid,
+        space="MNI",
+        seed=args.seed,
     )
-    info["vq_heldout_ssim"] = float(np.mean([ssim(a, b) for a, b in zip(heldout, rec)]))
-    info["vq_heldout_usage"] = vq.codebook_usage(heldout, batch_size=2)
-    info["vq_params"] = vq.count_params()
-    print(
-        "VQ-VAE held-out:",
-        info["vq_heldout_psnr_db"],
-        info["vq_heldout_ssim"],
-        info["vq_heldout_usage"],
-        flush=True,
+    t0 = time.perf_counter()
+    hist = vq.fit(
+        train,
+        epochs=args.vq_epochs,
+        batch_size=args.vq_batch,
+        learning_rate=args.vq_lr,
+        validation_data=np.asarray(heldout[:2]),
+        checkpoint_dir=out / "vq_backup",
+        flip_augment=True,
+        patch_shape=(args.vq_patch,) * 3,
+        adversarial_weight=args.vq_adversarial,
     )
+    training_curves(hist, out / "vq_training.png", title="default VQVAE3D")
+    vq.save(vq_file)
+    real = np.asarray(heldout[:20])
+    report = reconstruction_report(real, vq.predict(real), seed=args.seed)
+    record.update(
+        vq_train_minutes=(time.perf_counter() - t0) / 60,
+        vq_history=hist.history,
+        vq_params=vq.count_params(),
+        vq_heldout=report,
+    )
+    print("VQ-VAE held-out:", report, flush=True)
+    return vq
 
+
+def train_ldm(args, out, record, vq, train, covariates):
+    """Stage 3: the conditional latent diffusion model."""
+    from dipy_ext.data.default import DEFAULT_MODEL_NAME
+    from dipy_ext.metrics.covariates import COVARIATES
+    from dipy_ext.nn.diffusion import LatentDiffusion3D
+    from dipy_ext.viz import training_curves
+
+    model_file = out / DEFAULT_MODEL_NAME
+    if model_file.exists():
+        return LatentDiffusion3D.load(model_file)
     ldm = LatentDiffusion3D(
         vq,
         channels=[int(c) for c in args.ldm_channels.split(",")],
         attention_levels=(False, True, True),
         num_res_blocks=1,
-        num_train_timesteps=1000,
-        schedule="cosine",
-        prediction_type="v",
+        condition_dim=len(COVARIATES),
+        condition_names=list(COVARIATES),
+        condition_dropout=0.15,
         seed=args.seed,
-        verbose=True,
+        sampling={
+            "sampler": args.sampler,
+            "num_inference_steps": args.steps,
+            "eta": args.eta,
+            "guidance_scale": args.guidance,
+        },
     )
-    backup_state = out / "ldm_backup" / "training_metadata.json"
-    if backup_state.exists():  # a resumed run times only the epochs it trains
-        info["ldm_resumed_after_epoch"] = json.loads(backup_state.read_text())["epoch"]
     t0 = time.perf_counter()
     hist = ldm.fit(
         train,
+        conditions=covariates,
         epochs=args.ldm_epochs,
         batch_size=args.ldm_batch,
         learning_rate=args.ldm_lr,
@@ -161,60 +198,105 @@ def main(argv=None):
         flip_augment=True,
         checkpoint_dir=out / "ldm_backup",
     )
-    info["ldm_train_minutes"] = (time.perf_counter() - t0) / 60
-    info["ldm_history"] = hist.history
-    info["ldm_params"] = ldm.count_params()
     training_curves(hist, out / "ldm_training.png", title="default LatentDiffusion3D")
-    model_file = out / DEFAULT_MODEL_NAME
     ldm.save(model_file, half_precision=True)
-    info["model_file_mb"] = model_file.stat().st_size / 2**20
+    record.update(
+        ldm_train_minutes=(time.perf_counter() - t0) / 60,
+        ldm_history=hist.history,
+        ldm_params=ldm.count_params(),
+        model_file_mb=model_file.stat().st_size / 2**20,
+    )
+    return ldm
 
-    evaluate(ldm, train, heldout, args, info, out)
 
-
-def evaluate(ldm, train, heldout, args, info, out):
-    """Sample, compare with the held-out and training volumes, write the record."""
+def evaluate(args, out, record, ldm, train, heldout, covariates):
+    """Stage 4: realism, reconstruction and conditioning, into the record."""
     from dipy_ext.data.mni import MNI_NOTICE
-    from dipy_ext.metrics import evaluate_synthesis, volume_distances
+    from dipy_ext.metrics import evaluate_synthesis
+    from dipy_ext.metrics.covariates import measure_covariates
     from dipy_ext.viz import mosaic
 
-    vq = ldm.vqvae
+    heldout = np.asarray(heldout)
     t0 = time.perf_counter()
-    samples = ldm.predict(
-        args.n_samples,
-        num_inference_steps=args.steps,
-        eta=args.eta,
-        seed=12345,
-        batch_size=4,
-    )
-    info["sampling_seconds_per_volume"] = (time.perf_counter() - t0) / args.n_samples
+    samples = ldm.predict(args.n_samples, seed=12345, batch_size=4)
+    seconds = (time.perf_counter() - t0) / args.n_samples
     mosaic(
         list(samples[:8]) + list(heldout[:4]),
         out / "samples_vs_real.png",
         titles=[f"sample {i}" for i in range(8)] + [f"real {i}" for i in range(4)],
     )
-    report = evaluate_synthesis(
-        heldout, samples, training=train, max_pairs=100, seed=args.seed
-    )
-    noise = vq.decode(vq.random_latents(4, seed=1))
-    report["decoded_noise_nn_median"] = float(
-        np.median(volume_distances(noise, train).min(axis=1))
-    )
-    info["evaluation"] = report
-    (out / "default_model_info.json").write_text(
-        json.dumps(info, indent=2, default=float)
-    )
+    report = evaluate_synthesis(heldout, samples, training=train, seed=args.seed)
+    report["covariates_of_unconditional_samples"] = measure_covariates(
+        samples, args.voxel_size
+    ).tolist()
+    report["conditioning"] = conditioning_check(ldm, covariates, args)
     (out / "NOTICE").write_text(MNI_NOTICE + "\n")
-    div = report["diversity"]
-    mem = report["memorization"]
-    print(
-        f"diversity real {div['real']:.4f} synthetic {div['synthetic']:.4f}; "
-        f"synthetic NN median {mem['synthetic_nn_median']:.4f} min "
-        f"{mem['synthetic_nn_min']:.4f}; "
-        f"closest training pair {mem['training_nn_min']:.4f}; "
-        f"flagged {mem['flagged_fraction']:.0%}; decoded-noise NN "
-        f"{report['decoded_noise_nn_median']:.4f}"
+    record.update(
+        sampling_seconds_per_volume=seconds,
+        sampling=ldm.sampling,
+        evaluation=report,
+        evaluate_minutes=(time.perf_counter() - t0) / 60,
     )
+    print(json.dumps(report, indent=1, default=float)[:3000])
+
+
+def conditioning_check(ldm, covariates, args, per_axis=4, per_request=2):
+    """Requested vs measured covariates over a grid of requests."""
+    from dipy_ext.metrics.covariates import COVARIATES, measure_covariates
+
+    low, high = np.percentile(covariates, [10, 90], axis=0)
+    axes = [np.linspace(lo, hi, per_axis) for lo, hi in zip(low, high)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    requests = np.repeat(grid, per_request, axis=0).astype(np.float32)
+    samples = ldm.predict(len(requests), conditions=requests, seed=777, batch_size=4)
+    measured = measure_covariates(samples, args.voxel_size)
+    out = {"requests": requests.tolist(), "measured": measured.tolist()}
+    for k, name in enumerate(COVARIATES):
+        asked, got = requests[:, k], measured[:, k]
+        out[name] = {
+            "correlation": float(np.corrcoef(asked, got)[0, 1]),
+            "mean_absolute_error": float(np.abs(asked - got).mean()),
+            "training_range": [
+                float(covariates[:, k].min()),
+                float(covariates[:, k].max()),
+            ],
+        }
+    return out
+
+
+def main(argv=None):
+    args = parse(argv)
+    import keras
+
+    from dipy_ext.data.default import DEFAULT_MODEL_NAME
+    from dipy_ext.nn.diffusion import LatentDiffusion3D
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = Record(out / "default_model_info.json")
+    record.update(
+        settings=vars(args),
+        machine=f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        keras=keras.__version__,
+    )
+    volumes, grid, covariates = build_cohort(args, out, record)
+    train, heldout = volumes[: args.n_train], volumes[args.n_train :]
+    train_cov = covariates[: args.n_train]
+    if args.eval_only:
+        ldm = LatentDiffusion3D.load(out / DEFAULT_MODEL_NAME)
+        evaluate(args, out, record, ldm, train, heldout, train_cov)
+        return
+    for stage in STAGES:
+        t0 = time.perf_counter()
+        if stage == "vqvae":
+            vq = train_vqvae(args, out, record, train, heldout, grid)
+        elif stage == "ldm":
+            ldm = train_ldm(args, out, record, vq, train, train_cov)
+        elif stage == "eval":
+            evaluate(args, out, record, ldm, train, heldout, train_cov)
+        print(f"stage {stage}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+        if stage == args.stop_after:
+            break
 
 
 if __name__ == "__main__":

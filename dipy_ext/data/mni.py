@@ -10,12 +10,15 @@ onto the model grid. This is what the embedded default model is trained on.
 ICBM 2009 notice (keep it with any derivative, see ``MNI_NOTICE``).
 """
 
-import os
-
 import numpy as np
 from scipy import ndimage
 
-from dipy_ext.data.augment import random_intensity, random_rigid_scale, warp_onto_grid
+from dipy_ext.data.anatomy import TemplateAnatomy
+from dipy_ext.data.augment import (
+    random_intensity,
+    random_rigid_scale,
+    warp_coordinates,
+)
 from dipy_ext.preprocessing import grid_affine, intensity_range
 
 MNI_NOTICE = (
@@ -34,19 +37,30 @@ MNI_NOTICE = (
 )
 
 
-def _nilearn_data():
+def _nilearn_datasets():
     try:
-        import nilearn
+        from nilearn import datasets
     except ImportError as e:
         raise ImportError(
             "the MNI template comes with nilearn: pip install nilearn "
             "(or pip install 'dipy_ext[default-model]')"
         ) from e
-    return os.path.join(os.path.dirname(nilearn.__file__), "datasets", "data")
+    return datasets
+
+
+def load_mni_tissues():
+    """The template's grey and white matter probabilities, 1 mm, in [0, 1]."""
+    datasets = _nilearn_datasets()
+    return tuple(
+        np.asarray(load(resolution=1).get_fdata(), dtype=np.float32)
+        for load in (datasets.load_mni152_gm_template, datasets.load_mni152_wm_template)
+    )
 
 
 def load_mni_template():
     """The MNI152 2009a T1 template, skull-stripped, scaled to [0, 1].
+
+    Read through nilearn's public loaders (its packaged 1 mm files).
 
     Returns
     -------
@@ -58,22 +72,10 @@ def load_mni_template():
         Brain mask: GM + WM probability > 0.3, cavities (ventricles) filled,
         closed over 3 mm so the sulcal CSF is kept.
     """
-    import nibabel as nib
-
-    folder = _nilearn_data()
-
-    def load(name):
-        img = nib.load(
-            os.path.join(
-                folder, f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz"
-            )
-        )
-        return np.asarray(img.dataobj, dtype=np.float32), img.affine
-
-    t1, affine = load("t1")
-    gm, _ = load("gm")
-    wm, _ = load("wm")
-    tissue = (gm + wm) / 255.0 > 0.3
+    img = _nilearn_datasets().load_mni152_template(resolution=1)
+    t1, affine = np.asarray(img.get_fdata(), dtype=np.float32), img.affine
+    gm, wm = load_mni_tissues()
+    tissue = gm + wm > 0.3
     ball = ndimage.generate_binary_structure(3, 1)
     mask = ndimage.binary_closing(tissue, ball, iterations=3)
     mask = ndimage.binary_fill_holes(mask)
@@ -93,10 +95,39 @@ def mni_cohort(
     smoothness_mm=25.0,
     rotation_deg=6.0,
     scale=0.08,
+    head_size=(1.0, 0.0),
+    anatomy=False,
     intensity=True,
+    workers=1,
     progress=False,
 ):
     """``n`` augmented MNI-template volumes on a model grid.
+
+    Parameters
+    ----------
+    n : int
+    shape : tuple of 3 int, optional
+        Grid shape; the grid is centred on the brain.
+    voxel_size : float or tuple of 3 float, optional
+        Grid voxel size (mm).
+    rng : int or numpy Generator, optional
+    displacement_mm, smoothness_mm : float, optional
+        Largest elastic displacement and its smoothness.
+    rotation_deg, scale : float, optional
+        Largest random rotation per axis and per-axis scaling (fraction).
+    head_size : (float, float), optional
+        Mean and standard deviation of a global size factor (MNI space
+        is larger than most heads: 0.9 gives brains of about 1400 ml).
+    anatomy : bool, optional
+        Add the variation of :class:`~dipy_ext.data.anatomy.TemplateAnatomy`
+        (cortical thinning, ventricle size, asymmetry), correlated through
+        a common atrophy level as with age.
+    intensity : bool, optional
+        Bias field, contrast change and noise.
+    workers : int, optional
+        Processes that build volumes in parallel (same volumes whatever
+        the number).
+    progress : bool, optional
 
     Returns
     -------
@@ -109,28 +140,89 @@ def mni_cohort(
     rng = np.random.default_rng(rng)
     t1, affine, mask = load_mni_template()
     vox = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
-    # anti-aliasing once, for the 1 mm -> voxel_size resampling
-    smooth = ndimage.gaussian_filter(t1, np.maximum(0, (vox - 1) / 2))
     idx = np.argwhere(mask)
     centre = affine[:3, :3] @ ((idx.min(0) + idx.max(0)) / 2) + affine[:3, 3]
     grid = grid_affine(shape, vox, centre)
+    # every random choice is drawn here, in order: the volumes do not
+    # depend on the number of workers
+    subjects = []
+    for _ in range(n):
+        transform = random_rigid_scale(rng, rotation_deg=rotation_deg, scale=scale)
+        size = max(0.5, rng.normal(*head_size))
+        transform[:3, :3] /= size  # sampling further out = a smaller brain
+        subject = {"transform": transform, "state": rng.integers(2**32)}
+        if anatomy:
+            atrophy = rng.uniform()
+            subject.update(
+                thinning_mm=1.5 * atrophy * rng.uniform(0.6, 1.0),
+                ventricle_mm=3.0 * atrophy + rng.uniform(-1.0, 1.0),
+                asymmetry=rng.uniform(-0.03, 0.03),
+            )
+        subjects.append(subject)
+    global _COHORT
+    _COHORT = {
+        "t1": t1,
+        "affine": affine,
+        "mask": mask,
+        "shape": tuple(shape),
+        "grid": grid,
+        "anatomy": TemplateAnatomy(t1, mask, *load_mni_tissues()) if anatomy else None,
+        # anti-aliasing for the 1 mm -> voxel_size resampling
+        "sigma": np.maximum(0, (vox - 1) / 2),
+        "warp": {"displacement_mm": displacement_mm, "smoothness_mm": smoothness_mm},
+        "intensity": intensity,
+    }
     volumes = np.empty((n, *shape), np.float32)
-    for i in tqdm(range(n), desc="MNI cohort", disable=not progress):
-        warp = {
-            "transform": random_rigid_scale(
-                rng, rotation_deg=rotation_deg, scale=scale
-            ),
-            "displacement_mm": displacement_mm,
-            "smoothness_mm": smoothness_mm,
-        }
-        state = rng.integers(2**32)
-        v = warp_onto_grid(smooth, affine, shape, grid, rng=state, **warp)
-        m = warp_onto_grid(
-            mask.astype(np.float32), affine, shape, grid, rng=state, **warp
-        )
-        v = v * (m > 0.5)
-        if intensity:
-            v = random_intensity(v, rng)
-        low, high = intensity_range(v, v > 0)
-        volumes[i] = np.clip((v - low) / (high - low), 0, 1)
+    try:
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            import multiprocessing
+
+            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
+            made = pool.map(_cohort_volume, subjects, chunksize=1)
+        else:
+            pool, made = None, map(_cohort_volume, subjects)
+        for i, volume in enumerate(
+            tqdm(made, total=n, desc="MNI cohort", disable=not progress)
+        ):
+            volumes[i] = volume
+        if pool is not None:
+            pool.shutdown()
+    finally:
+        _COHORT = None
     return volumes, grid
+
+
+_COHORT = None  # the template shared with forked workers while a cohort is made
+
+
+def _cohort_volume(subject):
+    c = _COHORT
+    state = np.random.default_rng(subject["state"])
+    t1 = c["t1"]
+    if c["anatomy"] is not None and subject["thinning_mm"] > 0:
+        t1 = c["anatomy"].thinned(subject["thinning_mm"], state)
+    if np.any(c["sigma"] > 0.3):
+        t1 = ndimage.gaussian_filter(t1, c["sigma"])
+    coords = warp_coordinates(
+        c["affine"],
+        c["shape"],
+        c["grid"],
+        transform=subject["transform"],
+        rng=state,
+        coarse=4,
+        **c["warp"],
+    )
+    if c["anatomy"] is not None:
+        coords = c["anatomy"].displace(
+            coords,
+            ventricle_mm=subject["ventricle_mm"],
+            asymmetry=subject["asymmetry"],
+        )
+    v = ndimage.map_coordinates(t1, coords, order=1, mode="constant")
+    m = ndimage.map_coordinates(c["mask"].astype(np.float32), coords, order=1)
+    v = (v * (m > 0.5)).reshape(c["shape"])
+    if c["intensity"]:
+        v = random_intensity(v, state)
+    low, high = intensity_range(v, v > 0)
+    return np.clip((v - low) / (high - low), 0, 1).astype(np.float32)

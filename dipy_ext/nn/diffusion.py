@@ -19,6 +19,7 @@ default, or ancestral DDPM), optionally with classifier-free guidance, then
 decodes with the VQ-VAE: volumes on the model grid, in [0, 1].
 """
 
+from dipy.utils.logging import logger
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -40,6 +41,44 @@ from dipy_ext.nn.training import (
 )
 from dipy_ext.nn.unet import build_unet
 from dipy_ext.nn.vqvae import VQVAE3D
+
+# what predict() does when neither the call nor the model file says otherwise
+DEFAULT_SAMPLING = {
+    "sampler": "ddim",
+    "num_inference_steps": 50,
+    "eta": 0.0,
+    "guidance_scale": 1.0,
+}
+
+
+def condition_statistics(conditions):
+    """Mean, std, covariance, minimum and maximum of each condition column."""
+    c = np.asarray(conditions, dtype=np.float64)
+    return {
+        "mean": c.mean(0).tolist(),
+        "std": np.maximum(c.std(0), 1e-6 * (np.abs(c.mean(0)) + 1)).tolist(),
+        "covariance": np.atleast_2d(np.cov(c, rowvar=False)).tolist()
+        if len(c) > 1
+        else np.zeros((c.shape[1],) * 2).tolist(),
+        "min": c.min(0).tolist(),
+        "max": c.max(0).tolist(),
+    }
+
+
+def _check_condition_stats(stats, names):
+    if stats is None:
+        return None
+    keys = ("mean", "std", "covariance", "min", "max")
+    try:
+        out = {k: np.asarray(stats[k], dtype=float) for k in keys}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"condition_stats should hold {keys}: {e}") from e
+    d = len(names)
+    if any(out[k].shape != (d,) for k in keys if k != "covariance") or out[
+        "covariance"
+    ].shape != (d, d):
+        raise ValueError(f"condition_stats should describe {d} conditions {names}")
+    return {k: v.tolist() for k, v in out.items()}
 
 
 class DiffusionTrainer(keras.Model):
@@ -111,13 +150,21 @@ class SampleStreams:
         )
 
 
-def sample_streams(seed, first, n):
-    """Streams of samples ``first .. first + n - 1`` of a seed (None: fresh)."""
+def sample_streams(seed, first, n, *, purpose=0):
+    """Streams of samples ``first .. first + n - 1`` of a seed (None: fresh).
+
+    ``purpose`` > 0 gives other streams for the same samples (their
+    conditions), which leave the noise streams untouched.
+    """
     if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 0:
         raise ValueError(f"first_sample should be an integer >= 0, got {first!r}")
     entropy = np.random.SeedSequence(seed).entropy
     return SampleStreams(
-        np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(first + i,)))
+        np.random.default_rng(
+            np.random.SeedSequence(
+                entropy, spawn_key=(first + i, purpose) if purpose else (first + i,)
+            )
+        )
         for i in range(n)
     )
 
@@ -140,6 +187,8 @@ class LatentDiffusion3D:
         condition_dim=0,
         condition_names=None,
         condition_dropout=0.1,
+        condition_stats=None,
+        sampling=None,
         mixed_precision=False,
         seed=None,
         verbose=True,
@@ -173,6 +222,18 @@ class LatentDiffusion3D:
         condition_dropout : float, optional
             Fraction of training samples whose condition is replaced by the
             learned null embedding (enables classifier-free guidance).
+        condition_stats : dict, optional
+            Mean, standard deviation, covariance, minimum and maximum of
+            each condition over the training set (lists); set by the first
+            :meth:`fit`. The network sees standardised conditions; requests
+            outside [minimum, maximum] get a warning, and a conditional
+            model sampled without conditions draws them from a normal with
+            this mean and covariance, clipped to the range.
+        sampling : dict, optional
+            Recommended sampling settings, used wherever :meth:`predict`
+            is not told otherwise (and so by ``dipy_synthesize_brain``):
+            any of ``sampler``, ``num_inference_steps``, ``eta`` and
+            ``guidance_scale``; the rest from :data:`DEFAULT_SAMPLING`.
         mixed_precision : bool, optional
             Run the UNet in bfloat16 (weights stay float32).
         seed : int, optional
@@ -198,6 +259,13 @@ class LatentDiffusion3D:
             )
         self.condition_names = names
         self.condition_dropout = float(condition_dropout)
+        self.condition_stats = _check_condition_stats(condition_stats, names)
+        unknown = set(sampling or {}) - set(DEFAULT_SAMPLING)
+        if unknown:
+            raise ValueError(
+                f"sampling takes {sorted(DEFAULT_SAMPLING)}, got {sorted(unknown)}"
+            )
+        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
         self.mixed_precision = bool(mixed_precision)
         self.seed = seed
         self.verbose = verbose
@@ -241,6 +309,8 @@ class LatentDiffusion3D:
             "condition_dim": self.condition_dim,
             "condition_names": self.condition_names,
             "condition_dropout": self.condition_dropout,
+            "condition_stats": self.condition_stats,
+            "sampling": self.sampling,
         }
 
     @property
@@ -277,6 +347,54 @@ class LatentDiffusion3D:
         if not np.all(np.isfinite(conditions)):
             raise ValueError(f"{name} contains NaN or Inf values")
         return conditions
+
+    def _standardise(self, conditions):
+        """Conditions as the network sees them (zero mean, unit variance)."""
+        if self.condition_stats is None:  # files made before conditions were scaled
+            return conditions
+        mean = np.asarray(self.condition_stats["mean"], np.float32)
+        std = np.asarray(self.condition_stats["std"], np.float32)
+        return ((conditions - mean) / std).astype(np.float32)
+
+    def _warn_out_of_range(self, conditions):
+        if self.condition_stats is None:
+            return
+        low, high = (np.asarray(self.condition_stats[k]) for k in ("min", "max"))
+        for k, name in enumerate(self.condition_names):
+            outside = (conditions[:, k] < low[k]) | (conditions[:, k] > high[k])
+            if outside.any():
+                logger.warning(
+                    f"{name}={conditions[outside, k][0]:g} is outside the training "
+                    f"range [{low[k]:g}, {high[k]:g}]: the model extrapolates"
+                )
+
+    def sample_conditions(self, num_samples, *, seed=None, first_sample=0):
+        """Conditions drawn from the training distribution (a conditional model).
+
+        A normal with the training mean and covariance, clipped to the
+        training range; sample ``i`` of a seed always gets the same draw, so
+        ``predict(n, seed=s)`` without conditions uses exactly these.
+
+        Returns
+        -------
+        conditions : ndarray (num_samples, condition_dim), float32
+        """
+        if self.condition_dim == 0:
+            raise ValueError("this model is unconditional: it has no conditions")
+        if self.condition_stats is None:
+            raise ValueError(
+                "this model file does not record its training conditions: "
+                "pass conditions"
+            )
+        stats = {k: np.asarray(v) for k, v in self.condition_stats.items()}
+        streams = sample_streams(seed, first_sample, num_samples, purpose=1)
+        out = np.stack(
+            [
+                g.multivariate_normal(stats["mean"], stats["covariance"])
+                for g in streams.generators
+            ]
+        )
+        return np.clip(out, stats["min"], stats["max"]).astype(np.float32)
 
     def encode(self, volumes, *, batch_size=2):
         """Normalised latents of volumes (what the diffusion model works on)."""
@@ -335,6 +453,10 @@ class LatentDiffusion3D:
         """
         data, _ = as_volume_batch(volumes, self.vqvae.input_shape)
         conditions = self._check_conditions(conditions, len(data))
+        if conditions is not None:
+            if self.condition_stats is None:
+                self.condition_stats = condition_statistics(conditions)
+            conditions = self._standardise(conditions)
         if flip_augment:
             data = np.concatenate([data, data[:, ::-1]])
             if conditions is not None:
@@ -355,6 +477,8 @@ class LatentDiffusion3D:
             val_cond = self._check_conditions(
                 validation_conditions, len(val_vols), "validation_conditions"
             )
+            if val_cond is not None:
+                val_cond = self._standardise(val_cond)
             val = ArrayBatches(
                 self.encode(val_vols),
                 batch_size,
@@ -408,10 +532,10 @@ class LatentDiffusion3D:
         num_samples,
         *,
         conditions=None,
-        num_inference_steps=50,
-        sampler="ddim",
-        eta=0.0,
-        guidance_scale=1.0,
+        num_inference_steps=None,
+        sampler=None,
+        eta=None,
+        guidance_scale=None,
         seed=None,
         first_sample=0,
         batch_size=4,
@@ -431,6 +555,14 @@ class LatentDiffusion3D:
             raise ValueError(f"num_samples should be >= 1, got {num_samples}")
         if self.scale_factor is None:
             raise ValueError("this model is not trained: fit it (or load one) first")
+        given = {
+            "sampler": sampler,
+            "num_inference_steps": num_inference_steps,
+            "eta": eta,
+            "guidance_scale": guidance_scale,
+        }
+        settings = {k: self.sampling[k] if v is None else v for k, v in given.items()}
+        sampler, num_inference_steps, eta, guidance_scale = settings.values()
         if not (
             isinstance(guidance_scale, (int, float, np.floating))
             and np.isfinite(guidance_scale)
@@ -441,7 +573,14 @@ class LatentDiffusion3D:
             )
         if guidance_scale != 1.0 and self.condition_dim == 0:
             raise ValueError("guidance_scale != 1 needs a conditional model")
+        if conditions is None and self.condition_dim:
+            conditions = self.sample_conditions(
+                num_samples, seed=seed, first_sample=first_sample
+            )
         conditions = self._check_conditions(conditions, num_samples)
+        if conditions is not None:
+            self._warn_out_of_range(conditions)
+            conditions = self._standardise(conditions)
         if not isinstance(sampler, Sampler):
             sampler = make_sampler(sampler, self.schedule, eta=eta)
         if isinstance(sampler, DDPMSampler):
@@ -476,10 +615,10 @@ class LatentDiffusion3D:
         num_samples,
         *,
         conditions=None,
-        num_inference_steps=50,
-        sampler="ddim",
-        eta=0.0,
-        guidance_scale=1.0,
+        num_inference_steps=None,
+        sampler=None,
+        eta=None,
+        guidance_scale=None,
         seed=None,
         first_sample=0,
         batch_size=4,
@@ -492,7 +631,9 @@ class LatentDiffusion3D:
         num_samples : int
             How many volumes.
         conditions : ndarray (num_samples, condition_dim), optional
-            Conditions of a conditional model.
+            Conditions of a conditional model (in the units of
+            :attr:`condition_names`); default: drawn from the training
+            distribution (:meth:`sample_conditions`).
         num_inference_steps : int, optional
             Network evaluations (ignored by DDPM, which takes every
             training step).
@@ -503,6 +644,10 @@ class LatentDiffusion3D:
             DDIM stochasticity (0: deterministic; used by DDIM only).
         guidance_scale : float, optional
             Classifier-free guidance (1: none; > 1 follows the condition more).
+
+            ``num_inference_steps``, ``sampler``, ``eta`` and
+            ``guidance_scale`` default to the model's recommended settings
+            (:attr:`sampling`, stored in its file).
         seed : int, optional
             Same seed, same volumes, whatever ``batch_size``: each sample
             has its own random stream, derived from the seed and its index.

@@ -133,6 +133,7 @@ class VQVAE3D:
         loss="l1",
         background_weight=1.0,
         affine=None,
+        space=None,
         mixed_precision=False,
         seed=None,
         verbose=True,
@@ -174,6 +175,10 @@ class VQVAE3D:
         affine : ndarray (4, 4), optional
             Voxel-to-world affine of the model grid, written into generated
             NIfTI files; default 1 mm isotropic, centred on the origin.
+        space : {None, "MNI"}, optional
+            The space of ``affine``: "MNI" when the grid is MNI space (generated
+            NIfTI files then say so, ``sform_code`` 4); None for an aligned
+            grid of unknown space.
         mixed_precision : bool, optional
             Compute in bfloat16 (weights stay float32; the quantizer, the
             output layer and the losses stay float32).
@@ -209,6 +214,9 @@ class VQVAE3D:
             if affine is None
             else np.asarray(affine, dtype=float)
         )
+        if space not in (None, "MNI"):
+            raise ValueError(f"space should be None or 'MNI', got {space!r}")
+        self.space = space
         self.mixed_precision = bool(mixed_precision)
         self.seed = seed
         self.verbose = verbose
@@ -248,6 +256,7 @@ class VQVAE3D:
             "loss": self.loss,
             "background_weight": self.background_weight,
             "affine": self.affine.tolist(),
+            "space": self.space,
         }
 
     @property

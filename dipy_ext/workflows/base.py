@@ -63,13 +63,27 @@ def check_outputs(paths, force):
         )
 
 
-def save_nifti_atomic(path, data, affine):
+# NIfTI xform codes: 2 = aligned to some template or anatomy, 4 = MNI 152
+XFORM_CODES = {None: 2, "MNI": 4}
+
+
+def save_nifti_atomic(path, data, affine, *, space=None, description=""):
     """Write a NIfTI file through a temporary name in the same folder.
 
-    The temporary file is hidden and ends in ``.part``, so a run killed
-    mid-write leaves nothing that looks like a NIfTI volume to a later run.
+    The header is complete: units mm, sform and qform both set, coded MNI
+    when ``space`` is "MNI" (else "aligned"), ``description`` (at most 80
+    characters) in ``descrip``. The temporary file is hidden and ends in
+    ``.part``, so a run killed mid-write leaves nothing that looks like a
+    NIfTI volume to a later run.
     """
-    content = nib.Nifti1Image(np.asarray(data, np.float32), affine).to_bytes()
+    img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
+    code = XFORM_CODES[space]
+    img.set_sform(affine, code)
+    img.set_qform(affine, code)
+    img.header.set_xyzt_units("mm", "sec")
+    if description:
+        img.header["descrip"] = description[:80].encode()
+    content = img.to_bytes()
     if str(path).endswith(".gz"):
         content = gzip.compress(content, compresslevel=6)
     with atomic_path(path, suffix=".part") as tmp:
@@ -94,6 +108,8 @@ def parse_conditions(items, names):
         if items:
             raise ValueError("this model is unconditional: it takes no --conditions")
         return None
+    if not items:  # the model draws them from its training distribution
+        return None
     expected = " ".join(f"{n}=<value>" for n in names)
     values = {}
     for item in items:
@@ -109,7 +125,7 @@ def parse_conditions(items, names):
     missing = [n for n in names if n not in values]
     if missing:
         raise ValueError(
-            f"this model needs --conditions {expected}; missing {missing[0]}"
+            f"--conditions takes all of {expected} or none; missing {missing[0]}"
         )
     return np.array([values[n] for n in names], dtype=np.float32)
 

@@ -36,10 +36,10 @@ class SynthesizeBrainFlow(Workflow):
         model_file="",
         num_samples=4,
         seed=0,
-        sampler="ddim",
-        num_inference_steps=200,
-        eta=1.0,
-        guidance_scale=1.0,
+        sampler=None,
+        num_inference_steps=None,
+        eta=None,
+        guidance_scale=None,
         conditions=None,
         batch_size=4,
         bfloat16=False,
@@ -65,18 +65,21 @@ class SynthesizeBrainFlow(Workflow):
             batch size.
         sampler : string, optional
             'ddim', 'dpm_solver' (DPM-Solver++ 2M: as good in fewer steps)
-            or 'ddpm' (ancestral, every training step).
+            or 'ddpm' (ancestral, every training step). Default, as for the
+            three options below: the model's recommended setting, stored
+            in its file (``dipy_ext.nn.LatentDiffusion3D.sampling``).
         num_inference_steps : int, optional
-            Denoising steps (ignored by 'ddpm'). With ``eta`` 1, 200
-            steps gave the embedded model samples as diverse as its training
-            cohort; 50 deterministic steps are 4x faster but smoother.
+            Denoising steps (ignored by 'ddpm').
         eta : float, optional
             DDIM stochasticity, 0 (deterministic) to 1 (DDPM-like noise).
         guidance_scale : float, optional
             Classifier-free guidance of a conditional model (1 = none).
         conditions : variable string, optional
-            Condition values of a conditional model as name=value pairs, for
-            example ``age=65 sex=1``; the same for every sample.
+            Covariates of a conditional model as name=value pairs, the same
+            for every sample; the embedded model takes
+            ``brain_volume=<ml> ventricle_fraction=<fraction>``. Without
+            them each sample's covariates are drawn from the training
+            distribution (and written in its NIfTI description).
         batch_size : int, optional
             Samples denoised together (more is faster, uses more memory).
         bfloat16 : bool, optional
@@ -118,6 +121,20 @@ class SynthesizeBrainFlow(Workflow):
                 f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
                 f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"
             )
+            settings = {
+                "sampler": sampler,
+                "num_inference_steps": num_inference_steps,
+                "eta": eta,
+                "guidance_scale": guidance_scale,
+            }
+            settings = {
+                k: model.sampling[k] if v is None else v for k, v in settings.items()
+            }
+            logger.info(
+                "Sampling with " + ", ".join(f"{k}={v}" for k, v in settings.items())
+            )
+            if model.condition_dim and cond_batch is None:
+                cond_batch = model.sample_conditions(num_samples, seed=seed)
 
             volumes = []
             for first in range(0, num_samples, batch_size):
@@ -127,10 +144,7 @@ class SynthesizeBrainFlow(Workflow):
                     conditions=None
                     if cond_batch is None
                     else cond_batch[first : first + n],
-                    num_inference_steps=num_inference_steps,
-                    sampler=sampler,
-                    eta=eta,
-                    guidance_scale=guidance_scale,
+                    **settings,
                     # one random stream per sample: same seed, same files,
                     # whatever the batch size
                     seed=seed,
@@ -138,7 +152,23 @@ class SynthesizeBrainFlow(Workflow):
                     batch_size=n,
                 )
                 for i, volume in enumerate(batch):
-                    save_nifti_atomic(nifti_paths[first + i], volume, model.affine)
+                    described = (
+                        ""
+                        if cond_batch is None
+                        else " ".join(
+                            f"{name}={value:.4g}"
+                            for name, value in zip(
+                                model.condition_names, cond_batch[first + i]
+                            )
+                        )
+                    )
+                    save_nifti_atomic(
+                        nifti_paths[first + i],
+                        volume,
+                        model.affine,
+                        space=model.vqvae.space,
+                        description=described,
+                    )
                     logger.info(f"Saved {nifti_paths[first + i]}")
                 # only the mosaic's volumes stay in memory
                 volumes.extend(batch[: max(0, 16 - len(volumes))])

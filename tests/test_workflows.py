@@ -578,3 +578,35 @@ def test_second_writer_into_one_folder_is_refused(trained_files, tmp_path):
         assert not list(tmp_path.glob("*.nii.gz"))
     SynthesizeBrainFlow().run(**options)  # once it is done, the folder is free
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*"))
+
+
+def test_training_flows_distribute_option(t1_folder, tmp_path):
+    # one replica here, but the strategy path runs: the network is rebuilt
+    # in its scope, trained there and its weights brought back
+    out = tmp_path / "mirrored"
+    TrainVQVAE3DFlow().run(
+        str(t1_folder / "*_T1w.nii.gz"),
+        grid_shape=GRID,
+        voxel_size=(4.0,),
+        channels=(8, 16),
+        num_embeddings=16,
+        embedding_dim=4,
+        epochs=1,
+        batch_size=2,
+        validation_fraction=0,
+        distribute="mirrored",
+        out_dir=str(out),
+    )
+    from dipy_ext.nn import VQVAE3D
+
+    vq = VQVAE3D.load(out / "vqvae3d.npz")
+    fresh = VQVAE3D(**vq.get_config(), seed=0)
+    changed = [
+        np.abs(a - b).max()
+        for a, b in zip(vq.decoder.get_weights(), fresh.decoder.get_weights())
+    ]
+    assert max(changed) > 0  # trained weights came back from the strategy's copy
+    with pytest.raises(ValueError, match="distribute should be one of"):
+        TrainVQVAE3DFlow().run(
+            str(t1_folder / "*_T1w.nii.gz"), distribute="gpus", out_dir=str(out)
+        )

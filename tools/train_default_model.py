@@ -46,7 +46,7 @@ def parse(argv=None):
     p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128))
     p.add_argument("--voxel-size", type=float, default=1.5)
     p.add_argument("--workers", type=int, default=2, help="cohort processes")
-    p.add_argument("--vq-epochs", type=int, default=16)
+    p.add_argument("--vq-epochs", type=int, default=12)
     p.add_argument("--vq-batch", type=int, default=2)
     p.add_argument("--vq-lr", type=float, default=5e-4)
     p.add_argument("--vq-patch", type=int, default=64)
@@ -69,6 +69,28 @@ def parse(argv=None):
         help="re-run the evaluation of the model file in --out and update its record",
     )
     return p.parse_args(argv)
+
+
+def step_log(every=20):
+    """A callback printing the step, seconds per step and loss every few
+    steps (Keras prints one line per epoch when output goes to a file)."""
+    import keras
+
+    class StepLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.start = epoch, time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % every == 0:
+                seconds = (time.perf_counter() - self.start) / (batch + 1)
+                loss = (logs or {}).get("loss", float("nan"))
+                print(
+                    f"epoch {self.epoch + 1} step {batch + 1}: {seconds:.2f} s/step, "
+                    f"loss {float(loss):.4f}",
+                    flush=True,
+                )
+
+    return StepLog()
 
 
 class Record:
@@ -146,6 +168,7 @@ def train_vqvae(args, out, record, train, heldout, grid):
         flip_augment=True,
         patch_shape=(args.vq_patch,) * 3,
         adversarial_weight=args.vq_adversarial,
+        callbacks=[step_log()],
     )
     training_curves(hist, out / "vq_training.png", title="default VQVAE3D")
     vq.save(vq_file)
@@ -197,6 +220,7 @@ def train_ldm(args, out, record, vq, train, covariates):
         ema_momentum=args.ema,
         flip_augment=True,
         checkpoint_dir=out / "ldm_backup",
+        callbacks=[step_log()],
     )
     training_curves(hist, out / "ldm_training.png", title="default LatentDiffusion3D")
     ldm.save(model_file, half_precision=True)
@@ -279,14 +303,16 @@ def main(argv=None):
         machine=f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         keras=keras.__version__,
     )
+    t0 = time.perf_counter()
     volumes, grid, covariates = build_cohort(args, out, record)
+    print(f"stage cohort: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     train, heldout = volumes[: args.n_train], volumes[args.n_train :]
     train_cov = covariates[: args.n_train]
     if args.eval_only:
         ldm = LatentDiffusion3D.load(out / DEFAULT_MODEL_NAME)
         evaluate(args, out, record, ldm, train, heldout, train_cov)
         return
-    for stage in STAGES:
+    for stage in STAGES[1:]:
         t0 = time.perf_counter()
         if stage == "vqvae":
             vq = train_vqvae(args, out, record, train, heldout, grid)

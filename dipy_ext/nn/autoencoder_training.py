@@ -23,10 +23,11 @@ VQ-VAE never holds it.
 
 from dipy_ext.nn._backend import keras, ops
 from dipy_ext.nn.discriminator import PatchDiscriminator3D, adversarial_losses
+from dipy_ext.nn.distribute import BuiltBeforeFit, per_replica_loss
 from dipy_ext.nn.losses import STRUCTURE_LOSSES, reconstruction_loss
 
 
-class AutoencoderTrainer(keras.Model):
+class AutoencoderTrainer(BuiltBeforeFit, keras.Model):
     """Keras model that trains ``network`` with every loss of ``VQVAE3D.fit``.
 
     Parameters
@@ -127,7 +128,7 @@ class AutoencoderTrainer(keras.Model):
             total = total + self._adversarial(target, pred)
         if training:
             self.step.assign_add(ops.ones((), self.step.dtype))
-        return total
+        return per_replica_loss(total)
 
     def _adversarial(self, target, pred):
         disc = self.discriminator

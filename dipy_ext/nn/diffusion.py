@@ -24,6 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dipy_ext.nn._backend import dtype_policy, keras, ops
+from dipy_ext.nn.distribute import (
+    BuiltBeforeFit,
+    is_chief,
+    make_strategy,
+    strategy_scope,
+)
 from dipy_ext.nn.model_file import (
     assign_weights,
     load_model_file,
@@ -81,7 +87,7 @@ def _check_condition_stats(stats, names):
     return {k: v.tolist() for k, v in out.items()}
 
 
-class DiffusionTrainer(keras.Model):
+class DiffusionTrainer(BuiltBeforeFit, keras.Model):
     """Wraps the UNet for training: noises clean latents inside ``call``.
 
     ``call`` draws a timestep and noise per sample, asks the UNet for its
@@ -276,9 +282,13 @@ class LatentDiffusion3D:
 
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        self.unet = build_unet(
-            vqvae.latent_shape,
-            vqvae.embedding_dim,
+        self.unet = self._build_unet()
+        self.trainer = self._make_trainer(self.unet)
+
+    def _build_unet(self):
+        return build_unet(
+            self.vqvae.latent_shape,
+            self.vqvae.embedding_dim,
             channels=self.channels,
             num_res_blocks=self.num_res_blocks,
             attention_levels=self.attention_levels,
@@ -287,12 +297,14 @@ class LatentDiffusion3D:
             condition_dim=self.condition_dim,
             dtype=dtype_policy(self.mixed_precision),
         )
-        self.trainer = DiffusionTrainer(
-            self.unet,
+
+    def _make_trainer(self, unet):
+        return DiffusionTrainer(
+            unet,
             self.schedule,
             condition_dim=self.condition_dim,
             condition_dropout=self.condition_dropout,
-            seed=seed,
+            seed=self.seed,
         )
 
     def get_config(self):
@@ -423,6 +435,7 @@ class LatentDiffusion3D:
         validation_conditions=None,
         callbacks=None,
         checkpoint_dir=None,
+        distribute=None,
     ):
         """Train the denoiser on volumes already on the model grid.
 
@@ -446,6 +459,11 @@ class LatentDiffusion3D:
         callbacks : list of keras.callbacks.Callback, optional
         checkpoint_dir : str or Path, optional
             Back up the training state each epoch; a rerun resumes from it.
+        distribute : str or strategy, optional
+            Data-parallel training, as for :meth:`VQVAE3D.fit`
+            (:mod:`dipy_ext.nn.distribute`); ``batch_size`` is the global
+            batch. The weights' moving average lives in the optimizer,
+            mirrored like the weights.
 
         Returns
         -------
@@ -486,22 +504,35 @@ class LatentDiffusion3D:
                 conditions=val_cond,
                 targets=False,
             )
-        if not self.trainer.built:  # BackupAndRestore needs built variables
-            self.trainer(train[0][0])
-        self.trainer.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate_schedule(learning_rate, epochs * len(train)),
-                use_ema=ema_momentum is not None,
-                ema_momentum=0.99 if ema_momentum is None else ema_momentum,
-            ),
-        )
-        return self.trainer.fit(
-            train,
-            epochs=epochs,
-            validation_data=val,
-            callbacks=training_callbacks(callbacks, checkpoint_dir=checkpoint_dir),
-            verbose=keras_verbosity(self.verbose),
-        )
+        strategy = make_strategy(distribute)
+        with strategy_scope(strategy):
+            # a strategy's variables are made in its scope: train a copy there
+            trainer = self.trainer
+            if strategy is not None:
+                trainer = self._make_trainer(self._build_unet())
+                trainer.unet.set_weights(self.unet.get_weights())
+            if not trainer.built:  # BackupAndRestore needs built variables
+                trainer(train[0][0])
+            trainer.compile(
+                optimizer=keras.optimizers.Adam(
+                    learning_rate_schedule(learning_rate, epochs * len(train)),
+                    use_ema=ema_momentum is not None,
+                    ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+                ),
+            )
+        with strategy_scope(strategy):  # keras.distribution shards data in fit
+            history = trainer.fit(
+                train,
+                epochs=epochs,
+                validation_data=val,
+                callbacks=training_callbacks(
+                    callbacks, checkpoint_dir=checkpoint_dir, chief=is_chief()
+                ),
+                verbose=keras_verbosity(self.verbose),
+            )
+        if trainer is not self.trainer:  # the averaged weights, back home
+            self.unet.set_weights(trainer.unet.get_weights())
+        return history
 
     # -------------------------------------------------------------- sample
     def _model_output(self, x, t, conditions, guidance_scale):

@@ -172,23 +172,27 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
-def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=()):
+def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=(), chief=True):
     """The user's callbacks plus ours; resume support through BackupAndRestore.
 
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights, optimizer
     state and epoch after each epoch (keeping the previous copy too, in case a
     kill lands during a save) and restores them when ``fit`` starts again with
     the same folder: an interrupted run resumes at its last completed epoch.
-    The backup is removed once training completes.
+    The backup is removed once training completes. Only the ``chief`` of a
+    cluster writes backups; every worker restores from them.
     """
+    from dipy_ext.nn.distribute import ChiefBackupAndRestore
+
     out = [StopOnNonFinite(), *extra, *(callbacks or [])]
     if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        if chief:
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         # first, so an epoch is backed up before any other callback can fail
         out.insert(
             0,
-            keras.callbacks.BackupAndRestore(
-                str(checkpoint_dir), double_checkpoint=True
+            ChiefBackupAndRestore(
+                str(checkpoint_dir), double_checkpoint=True, chief=chief
             ),
         )
     return out

@@ -21,6 +21,7 @@ import numpy as np
 from dipy_ext.nn._backend import dtype_policy, keras, layers, ops
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
+from dipy_ext.nn.distribute import is_chief, make_strategy, strategy_scope
 from dipy_ext.nn.layers import (
     ResBlock3D,
     SpaceToDepth3D,
@@ -224,21 +225,30 @@ class VQVAE3D:
 
         if seed is not None:
             keras.utils.set_random_seed(seed)
+        self.network = self._build_network()
+        self.encoder = self.network.encoder
+        self.quantizer = self.network.quantizer
+        self.decoder = self.network.decoder
+
+    def _build_network(self):
+        """A new, built encoder -> quantizer -> decoder network."""
         dtype = dtype_policy(self.mixed_precision)
         args = (self.channels, self.num_res_blocks, self.embedding_dim, self.groups)
-        self.encoder = build_encoder(*args, dtype, self.pixel_shuffle)
-        self.quantizer = VectorQuantizer(
-            self.num_embeddings,
-            self.embedding_dim,
-            commitment_cost=self.commitment_cost,
-            decay=self.decay,
-            dead_code_threshold=self.dead_code_threshold,
-            seed=seed,
-            name="quantizer",
+        network = VQVAENetwork(
+            build_encoder(*args, dtype, self.pixel_shuffle),
+            VectorQuantizer(
+                self.num_embeddings,
+                self.embedding_dim,
+                commitment_cost=self.commitment_cost,
+                decay=self.decay,
+                dead_code_threshold=self.dead_code_threshold,
+                seed=self.seed,
+                name="quantizer",
+            ),
+            build_decoder(*args, dtype, self.pixel_shuffle),
         )
-        self.decoder = build_decoder(*args, dtype, self.pixel_shuffle)
-        self.network = VQVAENetwork(self.encoder, self.quantizer, self.decoder)
-        self.network(np.zeros((1, *self.input_shape, 1), np.float32))  # build
+        network(np.zeros((1, *self.input_shape, 1), np.float32))  # build
+        return network
 
     def get_config(self):
         """Architecture settings (what :meth:`save` stores)."""
@@ -291,6 +301,7 @@ class VQVAE3D:
         adversarial_start=None,
         adversarial_loss="hinge",
         discriminator_channels=16,
+        distribute=None,
     ):
         """Train on volumes already on the model grid, in [0, 1].
 
@@ -337,6 +348,13 @@ class VQVAE3D:
         adversarial_loss : {"hinge", "least_squares", "non_saturating"}, optional
         discriminator_channels : int, optional
             First-layer channels of the discriminator.
+        distribute : str or strategy, optional
+            Data-parallel training: "mirrored" (local GPUs),
+            "multi_worker" (a cluster in ``TF_CONFIG``), "data_parallel"
+            (JAX), or a ``tf.distribute.Strategy`` /
+            ``keras.distribution.Distribution``; see
+            :mod:`dipy_ext.nn.distribute`. ``batch_size`` is the global
+            batch. The codebook's EMA statistics are summed across replicas.
 
         Returns
         -------
@@ -410,16 +428,52 @@ class VQVAE3D:
                 validation_data, self.input_shape, name="validation_data"
             )
             val = ArrayBatches(val_data, batch_size, shuffle=False)
+        strategy = make_strategy(distribute)
+        with strategy_scope(strategy):
+            # a strategy's variables are made in its scope: train a copy there
+            network = self.network
+            if strategy is not None:
+                network = self._build_network()
+                network.set_weights(self.network.get_weights())
+            trainer = self._compiled_trainer(
+                network,
+                train,
+                epochs,
+                learning_rate,
+                patch_shape,
+                structure_losses=structure_losses,
+                adversarial_weight=adversarial_weight,
+                adversarial_start=adversarial_start,
+                adversarial_loss=adversarial_loss,
+                discriminator_channels=discriminator_channels,
+            )
+        self.trainer = trainer
+        with strategy_scope(strategy):  # keras.distribution shards data in fit
+            history = trainer.fit(
+                train,
+                epochs=epochs,
+                validation_data=val,
+                callbacks=training_callbacks(
+                    callbacks,
+                    checkpoint_dir=checkpoint_dir,
+                    extra=[CodebookUsage(network.quantizer)],
+                    chief=is_chief(),
+                ),
+                verbose=keras_verbosity(self.verbose),
+            )
+        if network is not self.network:
+            self.network.set_weights(network.get_weights())
+        return history
+
+    def _compiled_trainer(
+        self, network, train, epochs, learning_rate, patch_shape, **losses
+    ):
         trainer = make_trainer(
-            self.network,
+            network,
             loss=self.loss,
             background_weight=self.background_weight,
-            structure_losses=structure_losses,
-            adversarial_weight=adversarial_weight,
-            adversarial_start=adversarial_start,
-            adversarial_loss=adversarial_loss,
-            discriminator_channels=discriminator_channels,
             dtype=dtype_policy(self.mixed_precision),
+            **losses,
         )
         trainer.build_for(patch_shape or self.input_shape)
         trainer.compile(
@@ -427,18 +481,7 @@ class VQVAE3D:
                 learning_rate_schedule(learning_rate, epochs * len(train))
             )
         )
-        self.trainer = trainer
-        return trainer.fit(
-            train,
-            epochs=epochs,
-            validation_data=val,
-            callbacks=training_callbacks(
-                callbacks,
-                checkpoint_dir=checkpoint_dir,
-                extra=[CodebookUsage(self.quantizer)],
-            ),
-            verbose=keras_verbosity(self.verbose),
-        )
+        return trainer
 
     # -------------------------------------------------------------- inference
     def predict(self, volumes, *, batch_size=1):

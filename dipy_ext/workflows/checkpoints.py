@@ -39,14 +39,22 @@ def _plain(value):
 def run_settings(arguments, *, inputs):
     """JSON-ready settings of a run: its arguments and its input files.
 
-    ``arguments`` is the flow's ``run`` arguments (output names and the
-    checkpoint folder are left out: they do not shape the training);
+    ``arguments`` is the flow's ``run`` arguments (output names, the
+    checkpoint folder and the distribution are left out: they do not shape
+    the training, and a run may resume on other hardware);
     ``inputs`` the file arguments (globs, folders or files), fingerprinted
     by path, size and modification time.
     """
     from dipy_ext.data.io import find_nifti_files
 
-    skip = {"self", "out_dir", "out_model", "out_curves", "checkpoint_dir"}
+    skip = {
+        "self",
+        "out_dir",
+        "out_model",
+        "out_curves",
+        "checkpoint_dir",
+        "distribute",
+    }
     settings = {k: _plain(v) for k, v in arguments.items() if k not in skip}
     files = []
     for spec in inputs:

@@ -7,9 +7,11 @@ state after every epoch (rerun the same command after an interruption and
 it resumes), and write the model file and a PNG of the training curves.
 """
 
+from contextlib import contextmanager
 import csv
 from pathlib import Path
 import shutil
+import tempfile
 
 from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
@@ -78,6 +80,33 @@ def _claim(ckpt, arguments, inputs, force):
     set_aside_corrupt_backups(ckpt / "backup")
 
 
+def _strategy(distribute):
+    """The distribution strategy, made before anything else runs (TensorFlow
+    accepts a multi-worker strategy only then)."""
+    from dipy_ext.nn.distribute import make_strategy
+
+    strategy = make_strategy(distribute or None)
+    if strategy is not None:
+        from dipy_ext.nn.distribute import num_replicas
+
+        logger.info(
+            f"Data-parallel training ({distribute}) over "
+            f"{num_replicas(strategy)} replicas"
+        )
+    return strategy
+
+
+@contextmanager
+def _cache_folder(ckpt, chief):
+    """Where the cohort cache goes: the checkpoint folder for the chief,
+    a temporary folder (removed after) for another worker of a cluster."""
+    if chief:
+        yield ckpt
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder)
+
+
 def _split(n, validation_fraction, seed):
     """Shuffled train / validation indices (validation empty if fraction 0)."""
     if not 0 <= validation_fraction < 1:
@@ -136,6 +165,7 @@ class TrainVQVAE3DFlow(Workflow):
         validation_fraction=0.1,
         flip_augment=False,
         bfloat16=False,
+        distribute="",
         seed=0,
         checkpoint_dir="",
         out_dir="",
@@ -198,6 +228,12 @@ class TrainVQVAE3DFlow(Workflow):
             Random left-right flips.
         bfloat16 : bool, optional
             bfloat16 mixed precision.
+        distribute : string, optional
+            Data-parallel training: mirrored (the local GPUs), multi_worker
+            (one process per machine, the cluster in TF_CONFIG; only the
+            chief writes files, the checkpoint folder must be shared) or
+            data_parallel (JAX backend); empty: one device. batch_size is
+            the global batch.
         seed : int, optional
             Random seed.
         checkpoint_dir : string, optional
@@ -211,24 +247,32 @@ class TrainVQVAE3DFlow(Workflow):
             PNG of the training curves.
         """
         arguments = dict(locals())
+        strategy = _strategy(distribute)  # before anything runs (multi-worker)
+        from dipy_ext.nn.distribute import is_chief
         from dipy_ext.nn.vqvae import VQVAE3D
         from dipy_ext.preprocessing import grid_affine
 
+        chief = is_chief()
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
-        _claim(
-            ckpt, arguments, [input_files, mask_files, reference], self._force_overwrite
-        )
+        if chief:
+            _claim(
+                ckpt,
+                arguments,
+                [input_files, mask_files, reference],
+                self._force_overwrite,
+            )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
-        volumes, paths = _prepare_cohort(
-            input_files,
-            mask_files,
-            {"shape": shape, "voxel_size": vox},
-            reference,
-            ckpt,
-        )
+        with _cache_folder(ckpt, chief) as cache:
+            volumes, paths = _prepare_cohort(
+                input_files,
+                mask_files,
+                {"shape": shape, "voxel_size": vox},
+                reference,
+                cache,
+            )
         train, val = _split(len(volumes), validation_fraction, seed)
         logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
         model = VQVAE3D(
@@ -253,7 +297,7 @@ class TrainVQVAE3DFlow(Workflow):
             learning_rate=learning_rate,
             validation_data=volumes[val] if len(val) else None,
             checkpoint_dir=ckpt / "backup",
-            callbacks=[history_logger(ckpt)],
+            callbacks=[history_logger(ckpt)] if chief else [],
             flip_augment=flip_augment,
             patch_shape=None
             if tuple(patch_shape) == (0,)
@@ -265,7 +309,10 @@ class TrainVQVAE3DFlow(Workflow):
             adversarial_weight=adversarial_weight,
             adversarial_start=None if adversarial_start == -1 else adversarial_start,
             adversarial_loss=adversarial_loss,
+            distribute=strategy,
         )
+        if not chief:
+            return []
         model.save(model_path)
         _curves(read_history(ckpt), curves_path, f"VQVAE3D on {len(train)} volumes")
         _cleanup(ckpt, keep=bool(checkpoint_dir))
@@ -344,6 +391,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
         validation_fraction=0.1,
         flip_augment=False,
         bfloat16=False,
+        distribute="",
         seed=0,
         checkpoint_dir="",
         out_dir="",
@@ -395,6 +443,12 @@ class TrainLatentDiffusion3DFlow(Workflow):
             Also train on left-right mirrored volumes.
         bfloat16 : bool, optional
             bfloat16 mixed precision.
+        distribute : string, optional
+            Data-parallel training: mirrored (the local GPUs), multi_worker
+            (one process per machine, the cluster in TF_CONFIG; only the
+            chief writes files, the checkpoint folder must be shared) or
+            data_parallel (JAX backend); empty: one device. batch_size is
+            the global batch.
         seed : int, optional
             Random seed.
         checkpoint_dir : string, optional
@@ -408,21 +462,28 @@ class TrainLatentDiffusion3DFlow(Workflow):
             PNG of the training curves.
         """
         arguments = dict(locals())
+        strategy = _strategy(distribute)  # before anything runs (multi-worker)
         from dipy_ext.nn.diffusion import LatentDiffusion3D
+        from dipy_ext.nn.distribute import is_chief
         from dipy_ext.nn.vqvae import VQVAE3D
 
+        chief = is_chief()
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
-        _claim(
-            ckpt,
-            arguments,
-            [input_files, mask_files, reference, vqvae_file, conditions_file],
-            self._force_overwrite,
-        )
+        if chief:
+            _claim(
+                ckpt,
+                arguments,
+                [input_files, mask_files, reference, vqvae_file, conditions_file],
+                self._force_overwrite,
+            )
         vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
-        volumes, paths = _prepare_cohort(input_files, mask_files, grid, reference, ckpt)
+        with _cache_folder(ckpt, chief) as cache:
+            volumes, paths = _prepare_cohort(
+                input_files, mask_files, grid, reference, cache
+            )
         conditions, names = (None, None)
         if conditions_file:
             conditions, names = read_conditions(conditions_file, paths)
@@ -455,8 +516,11 @@ class TrainLatentDiffusion3DFlow(Workflow):
             if conditions is None or not len(val)
             else conditions[val],
             checkpoint_dir=ckpt / "backup",
-            callbacks=[history_logger(ckpt)],
+            callbacks=[history_logger(ckpt)] if chief else [],
+            distribute=strategy,
         )
+        if not chief:
+            return []
         model.save(model_path)
         _curves(
             read_history(ckpt),

@@ -46,7 +46,7 @@ def parse(argv=None):
     p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128))
     p.add_argument("--voxel-size", type=float, default=1.5)
     p.add_argument("--workers", type=int, default=2, help="cohort processes")
-    p.add_argument("--vq-epochs", type=int, default=12)
+    p.add_argument("--vq-epochs", type=int, default=20)
     p.add_argument("--vq-batch", type=int, default=2)
     p.add_argument("--vq-lr", type=float, default=5e-4)
     p.add_argument("--vq-patch", type=int, default=64)
@@ -290,6 +290,10 @@ def conditioning_check(ldm, covariates, args, per_axis=4, per_request=2):
 
 def main(argv=None):
     args = parse(argv)
+    # dipy_ext.nn before keras: it turns on TensorFlow's oneDNN kernels
+    # (5x faster 3D convolutions on CPUs without AVX-512), which only takes
+    # effect if set before TensorFlow is first imported
+    import dipy_ext.nn._backend  # noqa: F401
     import keras
 
     from dipy_ext.data.default import DEFAULT_MODEL_NAME

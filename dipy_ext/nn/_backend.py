@@ -5,6 +5,8 @@ Keras backend (``KERAS_BACKEND=tensorflow``, the default, or ``jax``/``torch``).
 """
 
 import os
+import sys
+import warnings
 
 # TensorFlow's C++ start-up chatter hides our own messages on the command line.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,6 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # back to Eigen kernels that train 5-6x slower (measured: Conv3D 64^3 x 16
 # forward+backward 1.26 s -> 0.22 s on a 2-core AMD EPYC). Takes effect only
 # if TensorFlow is not imported yet; TF_ENABLE_ONEDNN_OPTS=0 opts out.
+if "TF_ENABLE_ONEDNN_OPTS" not in os.environ and "tensorflow" in sys.modules:
+    warnings.warn(
+        "TensorFlow was imported before dipy_ext, so dipy_ext could not turn on "
+        "its oneDNN kernels (3D convolutions train about 5x slower on CPUs "
+        "without AVX-512): import dipy_ext first or set TF_ENABLE_ONEDNN_OPTS=1",
+        stacklevel=2,
+    )
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 _INSTALL_HINT = (

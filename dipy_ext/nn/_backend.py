@@ -37,9 +37,30 @@ except ImportError as e:  # keras itself, or its default TensorFlow backend
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(f"{_INSTALL_HINT}; found Keras {keras.__version__}")
 
-from keras import layers, ops  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+import random  # noqa: E402
 
-__all__ = ["keras", "layers", "ops", "dtype_policy"]
+from keras import layers, ops  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["keras", "layers", "ops", "dtype_policy", "seeded"]
+
+
+@contextmanager
+def seeded(seed):
+    """Seed Keras' global generator (weight initialisers draw from it) for
+    a model's construction, leaving Python's and numpy's global generators
+    as they were. ``None`` seeds nothing."""
+    if seed is None:
+        yield
+        return
+    python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)  # noqa: NPY002
 
 
 def dtype_policy(mixed_precision):

@@ -23,7 +23,7 @@ from dipy.utils.logging import logger
 import numpy as np
 from tqdm.auto import tqdm
 
-from dipy_ext.nn._backend import dtype_policy, keras, ops
+from dipy_ext.nn._backend import dtype_policy, keras, ops, seeded
 from dipy_ext.nn.distribute import (
     BuiltBeforeFit,
     is_chief,
@@ -280,10 +280,9 @@ class LatentDiffusion3D:
         self.latent_mean = None
         self.scale_factor = None
 
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        self.unet = self._build_unet()
-        self.trainer = self._make_trainer(self.unet)
+        with seeded(seed):
+            self.unet = self._build_unet()
+            self.trainer = self._make_trainer(self.unet)
 
     def _build_unet(self):
         return build_unet(

@@ -18,7 +18,7 @@ more than half of a training step's time for a sixth of the useful work.
 
 import numpy as np
 
-from dipy_ext.nn._backend import dtype_policy, keras, layers, ops
+from dipy_ext.nn._backend import dtype_policy, keras, layers, ops, seeded
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
 from dipy_ext.nn.distribute import is_chief, make_strategy, strategy_scope
@@ -184,8 +184,10 @@ class VQVAE3D:
             Compute in bfloat16 (weights stay float32; the quantizer, the
             output layer and the losses stay float32).
         seed : int, optional
-            Seeds Keras, numpy and Python RNGs (weights init, restarts,
-            batch order) for reproducible runs.
+            Seeds the weights' initialisation (through Keras' global
+            generator, while the model is built), the codebook restarts and
+            the batch order, for reproducible runs; numpy's and Python's
+            global generators are left as they were.
         verbose : bool, optional
             Show training progress (default): a Keras progress bar on a
             terminal, one line per epoch when output goes to a file.
@@ -223,9 +225,8 @@ class VQVAE3D:
         self.verbose = verbose
         reconstruction_loss(loss)  # validate early
 
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        self.network = self._build_network()
+        with seeded(seed):
+            self.network = self._build_network()
         self.encoder = self.network.encoder
         self.quantizer = self.network.quantizer
         self.decoder = self.network.decoder

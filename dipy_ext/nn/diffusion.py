@@ -467,6 +467,14 @@ class LatentDiffusion3D:
         Returns
         -------
         history : keras.callbacks.History
+            Per-epoch ``loss`` (and ``val_loss``).
+
+        Raises
+        ------
+        ValueError
+            Volumes of the wrong shape or with NaN/Inf; conditions missing,
+            of the wrong shape or given to an unconditional model; an
+            unknown ``distribute``; a loss that becomes NaN (nothing saved).
         """
         data, _ = as_volume_batch(volumes, self.vqvae.input_shape)
         conditions = self._check_conditions(conditions, len(data))
@@ -573,7 +581,13 @@ class LatentDiffusion3D:
     ):
         """Normalised latents drawn by the reverse diffusion process.
 
-        Arguments as for :meth:`predict`.
+        Arguments and errors as for :meth:`predict`.
+
+        Returns
+        -------
+        latents : ndarray (num_samples, x, y, z, embedding_dim), float32
+            In the diffusion model's normalised latent space
+            (:meth:`decode` turns them into volumes).
         """
         if isinstance(num_samples, bool) or not isinstance(
             num_samples, (int, np.integer)
@@ -694,6 +708,14 @@ class LatentDiffusion3D:
         -------
         volumes : ndarray (num_samples, X, Y, Z), float32 in [0, 1]
             On the model grid (affine :attr:`affine`).
+
+        Raises
+        ------
+        ValueError
+            An untrained model; a bad ``num_samples``, sampler name, number
+            of steps, ``eta`` or ``guidance_scale`` (not finite, negative,
+            or guidance on an unconditional model); conditions of the wrong
+            shape, with NaN/Inf, or given to an unconditional model.
         """
         latents = self.sample_latents(
             num_samples,
@@ -711,9 +733,26 @@ class LatentDiffusion3D:
 
     # ----------------------------------------------------------- save/load
     def save(self, path, *, half_precision=False):
-        """Write both models, the schedule, latent scaling and grid to one file.
+        """Write both models, the schedule, latent scaling, conditions'
+        statistics, recommended sampling settings and grid to one file.
 
-        ``half_precision`` stores the weights as float16 (half the size).
+        Parameters
+        ----------
+        path : str or Path
+            The file (``.npz``), written through a temporary name.
+        half_precision : bool, optional
+            Store the weights as float16 (half the size).
+
+        Returns
+        -------
+        path : Path
+
+        Raises
+        ------
+        ValueError
+            The model is not trained.
+        OSError
+            The file cannot be written (nothing is left behind).
         """
         if self.scale_factor is None:
             raise ValueError("this model is not trained: nothing worth saving")
@@ -737,8 +776,23 @@ class LatentDiffusion3D:
     def load(cls, path, *, mixed_precision=False, verbose=True):
         """Read a model written by :meth:`save`.
 
-        Raises ``ValueError`` for a missing, corrupt or foreign file, a newer
-        format, or weights that do not match the declared architecture.
+        Parameters
+        ----------
+        path : str or Path
+        mixed_precision : bool, optional
+            Compute in bfloat16.
+        verbose : bool, optional
+            Training progress of a later :meth:`fit`.
+
+        Returns
+        -------
+        model : LatentDiffusion3D
+
+        Raises
+        ------
+        ValueError
+            A missing, corrupt or foreign file, a newer format, or weights
+            that do not match the declared architecture.
         """
         meta, weights = load_model_file(path, kind="LatentDiffusion3D")
         source = f"'{path}'"

@@ -488,8 +488,22 @@ class VQVAE3D:
     def predict(self, volumes, *, batch_size=1):
         """Reconstruct volumes: encode, quantize, decode.
 
-        Returns an array of the input's shape (``(X, Y, Z)`` or
-        ``(N, X, Y, Z)``), float32.
+        Parameters
+        ----------
+        volumes : ndarray (X, Y, Z) or (N, X, Y, Z), or list of (X, Y, Z)
+            Volumes on the model grid, in [0, 1].
+        batch_size : int, optional
+            Volumes per forward pass.
+
+        Returns
+        -------
+        reconstructions : ndarray, float32
+            The input's shape (one volume in, one volume out).
+
+        Raises
+        ------
+        ValueError
+            Volumes of another shape than the model grid, or with NaN/Inf.
         """
         data, single = as_volume_batch(volumes, self.input_shape)
         out = self.network.predict(data[..., None], batch_size=batch_size, verbose=0)
@@ -497,9 +511,25 @@ class VQVAE3D:
         return out[0] if single else out
 
     def encode(self, volumes, *, batch_size=1, return_indices=False):
-        """Quantized latents ``(N, x, y, z, embedding_dim)`` (or code indices).
+        """Quantized latents of volumes (or their code indices).
 
-        A single ``(X, Y, Z)`` volume gives an unbatched result.
+        Parameters
+        ----------
+        volumes : ndarray (X, Y, Z) or (N, X, Y, Z), or list of (X, Y, Z)
+            Volumes on the model grid, in [0, 1].
+        batch_size : int, optional
+        return_indices : bool, optional
+            Return the code index of each latent position instead.
+
+        Returns
+        -------
+        latents : ndarray (N, x, y, z, embedding_dim), float32
+            Or ``(N, x, y, z)`` int64 indices; unbatched for one volume.
+
+        Raises
+        ------
+        ValueError
+            Volumes of another shape than the model grid, or with NaN/Inf.
         """
         data, single = as_volume_batch(volumes, self.input_shape)
         z = self.encoder.predict(data[..., None], batch_size=batch_size, verbose=0)
@@ -520,10 +550,25 @@ class VQVAE3D:
         return idx.reshape(np.shape(latents)[:-1])
 
     def decode(self, latents, *, quantize=True, batch_size=1):
-        """Volumes from latents ``(N, x, y, z, embedding_dim)``.
+        """Volumes from latents.
 
-        With ``quantize`` (default) each latent vector is first snapped to its
-        nearest code, as the decoder was trained on codes only.
+        Parameters
+        ----------
+        latents : ndarray (N, x, y, z, embedding_dim) or (x, y, z, embedding_dim)
+        quantize : bool, optional
+            Snap each latent vector to its nearest code first (default), as
+            the decoder was trained on codes only.
+        batch_size : int, optional
+
+        Returns
+        -------
+        volumes : ndarray (N, X, Y, Z) or (X, Y, Z), float32
+
+        Raises
+        ------
+        ValueError
+            Latents of another shape than :attr:`latent_shape` x
+            ``embedding_dim``.
         """
         latents = np.asarray(latents, dtype=np.float32)
         expected = (*self.latent_shape, self.embedding_dim)
@@ -562,7 +607,22 @@ class VQVAE3D:
     def save(self, path, *, half_precision=False):
         """Write the model (config, grid affine, weights) to one file.
 
-        ``half_precision`` stores the weights as float16 (half the size).
+        Parameters
+        ----------
+        path : str or Path
+            The file (``.npz``); written through a temporary name, so a
+            crash never leaves half a file.
+        half_precision : bool, optional
+            Store the weights as float16 (half the size).
+
+        Returns
+        -------
+        path : Path
+
+        Raises
+        ------
+        OSError
+            The file cannot be written (nothing is left behind).
         """
         return save_model_file(
             path,
@@ -581,8 +641,23 @@ class VQVAE3D:
     def load(cls, path, *, mixed_precision=False, verbose=True):
         """Read a model written by :meth:`save`.
 
-        Raises ``ValueError`` if the file is not a VQVAE3D model file or its
-        weights do not match its declared architecture.
+        Parameters
+        ----------
+        path : str or Path
+        mixed_precision : bool, optional
+            Compute in bfloat16.
+        verbose : bool, optional
+            Training progress of a later :meth:`fit`.
+
+        Returns
+        -------
+        model : VQVAE3D
+
+        Raises
+        ------
+        ValueError
+            A missing, corrupt or foreign file, a newer format, or weights
+            that do not match the declared architecture.
         """
         meta, weights = load_model_file(path, kind="VQVAE3D")
         model = cls._from_meta(

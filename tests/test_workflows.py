@@ -610,3 +610,23 @@ def test_training_flows_distribute_option(t1_folder, tmp_path):
         TrainVQVAE3DFlow().run(
             str(t1_folder / "*_T1w.nii.gz"), distribute="gpus", out_dir=str(out)
         )
+
+
+def test_log_level_reaches_our_messages():
+    import logging
+
+    from dipy_ext.workflows.cli import _log_through_root
+
+    dipy_logger = logging.getLogger("dipy")
+    saved = (list(dipy_logger.handlers), dipy_logger.level, dipy_logger.propagate)
+    try:
+        assert _log_through_root(["--log_level", "WARNING"]) == logging.WARNING
+        assert not dipy_logger.isEnabledFor(logging.INFO)
+        assert dipy_logger.propagate and not dipy_logger.handlers  # to --log_file
+        assert _log_through_root(["--log_level", "debug"]) == logging.DEBUG
+        assert _log_through_root(["--log_level", "loud"]) == logging.INFO
+        assert _log_through_root([]) == logging.INFO
+    finally:
+        dipy_logger.handlers[:] = saved[0]
+        dipy_logger.setLevel(saved[1])
+        dipy_logger.propagate = saved[2]

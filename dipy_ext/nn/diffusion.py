@@ -55,6 +55,9 @@ DEFAULT_SAMPLING = {
     "eta": 0.0,
     "guidance_scale": 1.0,
 }
+# files written before models recorded their sampling settings get those
+# dipy_synthesize_brain used then (measured best for the first default model)
+LEGACY_SAMPLING = {**DEFAULT_SAMPLING, "num_inference_steps": 200, "eta": 1.0}
 
 
 def condition_statistics(conditions):
@@ -803,9 +806,8 @@ class LatentDiffusion3D:
             mixed_precision=mixed_precision,
         )
         try:
-            model = cls(
-                vq, **meta["config"], mixed_precision=mixed_precision, verbose=verbose
-            )
+            config = {"sampling": LEGACY_SAMPLING, **meta["config"]}
+            model = cls(vq, **config, mixed_precision=mixed_precision, verbose=verbose)
             model.scale_factor = float(meta["scale_factor"])
             model.latent_mean = np.asarray(weights["latent_mean"][0], np.float32)
             expected = (*vq.latent_shape, vq.embedding_dim)

@@ -27,6 +27,29 @@ FLOWS = {
 }
 
 
+def _log_through_root(argv):
+    """Send DIPY's logger (which our flows use) through the root logger, at
+    the level ``--log_level`` asks for.
+
+    ``run_flow`` gives ``--log_file`` to the root logger only, while DIPY's
+    logger keeps its own INFO handler on stdout, and it reads
+    ``--log_level`` through a table Python 3 no longer has (always INFO):
+    ``--log_level WARNING`` would not silence our messages, nor would
+    ``--log_file`` receive them.
+    """
+    import logging
+
+    level = logging.INFO
+    if "--log_level" in argv[:-1]:
+        named = logging.getLevelName(argv[argv.index("--log_level") + 1].upper())
+        level = named if isinstance(named, int) else logging.INFO
+    dipy_logger = logging.getLogger("dipy")
+    dipy_logger.handlers.clear()
+    dipy_logger.setLevel(level)
+    dipy_logger.propagate = True
+    return level
+
+
 def run(prog=None):
     """Entry point of every dipy_ext console script."""
     from dipy.workflows.flow_runner import run_flow
@@ -44,6 +67,7 @@ def run(prog=None):
 
         print(f"{prog} (dipy_ext {__version__}, DIPY {dipy_version})")
         return
+    _log_through_root(sys.argv[1:])
     module, name = FLOWS[prog]
     flow = getattr(importlib.import_module(module), name)()
     try:

@@ -59,7 +59,7 @@ def parse(argv=None):
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-samples", type=int, default=40)
     p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=200, help="sampling steps")
+    p.add_argument("--steps", type=int, default=100, help="sampling steps")
     p.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale")
     p.add_argument("--stop-after", choices=STAGES, default="eval")
@@ -310,6 +310,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     volumes, grid, covariates = build_cohort(args, out, record)
     print(f"stage cohort: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    if args.stop_after == "cohort":
+        return
     train, heldout = volumes[: args.n_train], volumes[args.n_train :]
     train_cov = covariates[: args.n_train]
     if args.eval_only:

@@ -534,6 +534,9 @@ class LatentDiffusion3D:
             history = trainer.fit(
                 train,
                 epochs=epochs,
+                # the batches shuffle themselves from the model's seed; Keras'
+                # own shuffle would draw from Python's global generator
+                shuffle=False,
                 validation_data=val,
                 callbacks=training_callbacks(
                     callbacks, checkpoint_dir=checkpoint_dir, chief=is_chief()

@@ -293,7 +293,7 @@ def main(argv=None):
     # dipy_ext.nn before keras: it turns on TensorFlow's oneDNN kernels
     # (5x faster 3D convolutions on CPUs without AVX-512), which only takes
     # effect if set before TensorFlow is first imported
-    import dipy_ext.nn._backend  # noqa: F401
+    import dipy_ext.nn._backend  # noqa: F401, I001 - must come before keras
     import keras
 
     from dipy_ext.data.default import DEFAULT_MODEL_NAME

@@ -382,6 +382,14 @@ class LatentDiffusion3D:
                     f"range [{low[k]:g}, {high[k]:g}]: the model extrapolates"
                 )
 
+    def sampling_settings(self, **given):
+        """The sampling settings a call uses: those given (not None), the
+        rest from the model's recommended :attr:`sampling`."""
+        return {
+            k: default if given.get(k) is None else given[k]
+            for k, default in self.sampling.items()
+        }
+
     def sample_conditions(self, num_samples, *, seed=None, first_sample=0):
         """Conditions drawn from the training distribution (a conditional model).
 
@@ -605,14 +613,12 @@ class LatentDiffusion3D:
             raise ValueError(f"num_samples should be >= 1, got {num_samples}")
         if self.scale_factor is None:
             raise ValueError("this model is not trained: fit it (or load one) first")
-        given = {
-            "sampler": sampler,
-            "num_inference_steps": num_inference_steps,
-            "eta": eta,
-            "guidance_scale": guidance_scale,
-        }
-        settings = {k: self.sampling[k] if v is None else v for k, v in given.items()}
-        sampler, num_inference_steps, eta, guidance_scale = settings.values()
+        sampler, num_inference_steps, eta, guidance_scale = self.sampling_settings(
+            sampler=sampler,
+            num_inference_steps=num_inference_steps,
+            eta=eta,
+            guidance_scale=guidance_scale,
+        ).values()
         if not (
             isinstance(guidance_scale, (int, float, np.floating))
             and np.isfinite(guidance_scale)

@@ -121,15 +121,12 @@ class SynthesizeBrainFlow(Workflow):
                 f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
                 f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"
             )
-            settings = {
-                "sampler": sampler,
-                "num_inference_steps": num_inference_steps,
-                "eta": eta,
-                "guidance_scale": guidance_scale,
-            }
-            settings = {
-                k: model.sampling[k] if v is None else v for k, v in settings.items()
-            }
+            settings = model.sampling_settings(
+                sampler=sampler,
+                num_inference_steps=num_inference_steps,
+                eta=eta,
+                guidance_scale=guidance_scale,
+            )
             logger.info(
                 "Sampling with " + ", ".join(f"{k}={v}" for k, v in settings.items())
             )

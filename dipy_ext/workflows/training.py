@@ -74,8 +74,12 @@ def _outputs(out_dir, out_model, out_curves, checkpoint_dir, force):
     return model_path, curves_path, ckpt
 
 
-def _claim(ckpt, arguments, inputs, force):
-    """Key the checkpoint folder on the run's settings; set aside bad backups."""
+def _claim(ckpt, arguments, inputs, force, chief=True):
+    """Key the checkpoint folder on the run's settings; set aside bad backups.
+
+    Only the chief of a cluster touches the folder."""
+    if not chief:
+        return
     claim_folder(ckpt, run_settings(arguments, inputs=inputs), force)
     set_aside_corrupt_backups(ckpt / "backup")
 
@@ -256,13 +260,13 @@ class TrainVQVAE3DFlow(Workflow):
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
-        if chief:
-            _claim(
-                ckpt,
-                arguments,
-                [input_files, mask_files, reference],
-                self._force_overwrite,
-            )
+        _claim(
+            ckpt,
+            arguments,
+            [input_files, mask_files, reference],
+            self._force_overwrite,
+            chief,
+        )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
         with _cache_folder(ckpt, chief) as cache:
@@ -471,13 +475,13 @@ class TrainLatentDiffusion3DFlow(Workflow):
         model_path, curves_path, ckpt = _outputs(
             out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
         )
-        if chief:
-            _claim(
-                ckpt,
-                arguments,
-                [input_files, mask_files, reference, vqvae_file, conditions_file],
-                self._force_overwrite,
-            )
+        _claim(
+            ckpt,
+            arguments,
+            [input_files, mask_files, reference, vqvae_file, conditions_file],
+            self._force_overwrite,
+            chief,
+        )
         vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
         with _cache_folder(ckpt, chief) as cache:

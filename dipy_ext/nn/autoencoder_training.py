@@ -130,14 +130,21 @@ class AutoencoderTrainer(BuiltBeforeFit, keras.Model):
             self.step.assign_add(ops.ones((), self.step.dtype))
         return per_replica_loss(total)
 
+    def generator_term(self, pred):
+        """Adversarial loss of the autoencoder, the discriminator held fixed.
+
+        The discriminator's weights go in behind ``stop_gradient`` (a
+        stateless call), so this term moves the autoencoder only.
+        """
+        disc = self.discriminator
+        frozen = [ops.stop_gradient(v) for v in disc.trainable_variables]
+        fake, _ = disc.stateless_call(frozen, disc.non_trainable_variables, pred)
+        return self.gen_loss_fn(fake)
+
     def _adversarial(self, target, pred):
         disc = self.discriminator
         on = ops.cast(self.step >= self.adversarial_start, "float32")
-        frozen = [ops.stop_gradient(v) for v in disc.trainable_variables]
-        fake_for_generator, _ = disc.stateless_call(
-            frozen, disc.non_trainable_variables, pred
-        )
-        generator_term = self.gen_loss_fn(fake_for_generator)
+        generator_term = self.generator_term(pred)
         real = ops.cast(disc(target), "float32")
         fake = ops.cast(disc(ops.stop_gradient(pred)), "float32")
         disc_term = self.disc_loss_fn(real, fake)

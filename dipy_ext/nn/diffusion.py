@@ -122,7 +122,7 @@ class DiffusionTrainer(BuiltBeforeFit, keras.Model):
         x0 = ops.cast(x0, "float32")
         n = ops.shape(x0)[0]
         t = keras.random.randint(
-            (n,), 0, self.schedule.num_timesteps, seed=self.seed_generator
+            (n,), 0, self.schedule.num_train_timesteps, seed=self.seed_generator
         )
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
         args = [self.schedule.q_sample_ops(x0, noise, t), ops.cast(t, "float32")]
@@ -317,9 +317,7 @@ class LatentDiffusion3D:
             "attention_levels": list(self.attention_levels),
             "num_heads": self.num_heads,
             "groups": self.groups,
-            "num_train_timesteps": self.schedule.num_timesteps,
-            "schedule": self.schedule.schedule,
-            "prediction_type": self.schedule.prediction_type,
+            **self.schedule.get_config(),
             "condition_dim": self.condition_dim,
             "condition_names": self.condition_names,
             "condition_dropout": self.condition_dropout,

@@ -60,13 +60,13 @@ class Sampler:
 
     def __init__(self, schedule):
         self.schedule = schedule
-        self.timesteps = np.arange(schedule.num_timesteps)[::-1]
+        self.timesteps = np.arange(schedule.num_train_timesteps)[::-1]
         self._next = {}
 
     def set_timesteps(self, num_inference_steps):
         """Evaluate the network at ``num_inference_steps`` evenly spaced steps."""
         n = num_inference_steps
-        T = self.schedule.num_timesteps
+        T = self.schedule.num_train_timesteps
         if (
             isinstance(n, bool)
             or not isinstance(n, (int, np.integer))
@@ -108,7 +108,7 @@ class DDPMSampler(Sampler):
     stochastic = True
 
     def set_timesteps(self, num_inference_steps=None):
-        T = self.schedule.num_timesteps
+        T = self.schedule.num_train_timesteps
         if num_inference_steps not in (None, T):
             raise ValueError(
                 f"the DDPM sampler takes all {T} training steps; use ddim or "

@@ -19,8 +19,8 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v", "x0")
 
 
-def make_betas(name, num_timesteps, *, beta_start=None, beta_end=None):
-    """Beta schedule of ``num_timesteps`` values in (0, 1).
+def make_betas(name, num_train_timesteps, *, beta_start=None, beta_end=None):
+    """Beta schedule of ``num_train_timesteps`` values in (0, 1).
 
     * ``"linear"``: linear from 1e-4 to 0.02 (DDPM; scaled by 1000/T for
       other T unless ``beta_start``/``beta_end`` are given).
@@ -29,9 +29,11 @@ def make_betas(name, num_timesteps, *, beta_start=None, beta_end=None):
     * ``"cosine"``: ``a_t = cos^2(((t/T + s) / (1 + s)) pi/2)``, s = 0.008,
       betas clipped at 0.999 (Nichol & Dhariwal 2021).
     """
-    t = int(num_timesteps)
+    t = int(num_train_timesteps)
     if t < 1:
-        raise ValueError(f"num_timesteps should be >= 1, got {num_timesteps}")
+        raise ValueError(
+            f"num_train_timesteps should be >= 1, got {num_train_timesteps}"
+        )
     if name == "linear":
         if beta_start is None and beta_end is None:
             # DDPM's values are for T = 1000; scale them so that any T ends
@@ -54,33 +56,35 @@ def make_betas(name, num_timesteps, *, beta_start=None, beta_end=None):
 
 
 class NoiseSchedule:
-    """A discrete diffusion process of ``num_timesteps`` steps.
+    """A discrete diffusion process of ``num_train_timesteps`` steps.
 
     Parameters
     ----------
-    num_timesteps : int
+    num_train_timesteps : int
         Training timesteps T (t runs over 0 .. T-1).
     schedule : {"linear", "scaled_linear", "cosine"}
     prediction_type : {"epsilon", "v", "x0"}
         What the network predicts.
     """
 
-    def __init__(self, num_timesteps=1000, schedule="cosine", prediction_type="v"):
+    def __init__(
+        self, num_train_timesteps=1000, schedule="cosine", prediction_type="v"
+    ):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(
                 f"prediction_type should be one of {PREDICTION_TYPES}, "
                 f"got {prediction_type!r}"
             )
-        self.num_timesteps = int(num_timesteps)
+        self.num_train_timesteps = int(num_train_timesteps)
         self.schedule = schedule
         self.prediction_type = prediction_type
-        self.betas = make_betas(schedule, num_timesteps)
+        self.betas = make_betas(schedule, num_train_timesteps)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = np.cumprod(self.alphas)
 
     def get_config(self):
         return {
-            "num_timesteps": self.num_timesteps,
+            "num_train_timesteps": self.num_train_timesteps,
             "schedule": self.schedule,
             "prediction_type": self.prediction_type,
         }

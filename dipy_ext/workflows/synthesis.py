@@ -42,7 +42,7 @@ class SynthesizeBrainFlow(Workflow):
         guidance_scale=None,
         conditions=None,
         batch_size=4,
-        bfloat16=False,
+        mixed_precision=False,
         out_dir="",
         out_prefix="synthetic_brain",
         out_mosaic="synthetic_brains.png",
@@ -82,7 +82,7 @@ class SynthesizeBrainFlow(Workflow):
             distribution (and written in its NIfTI description).
         batch_size : int, optional
             Samples denoised together (more is faster, uses more memory).
-        bfloat16 : bool, optional
+        mixed_precision : bool, optional
             Compute in bfloat16 (faster on CPUs with AVX512-BF16 or AMX).
         out_dir : string, optional
             Output folder (default: current folder).
@@ -112,7 +112,7 @@ class SynthesizeBrainFlow(Workflow):
 
             path = Path(model_file) if model_file else default_model_path()
             start = time.perf_counter()
-            model = LatentDiffusion3D.load(path, mixed_precision=bfloat16)
+            model = LatentDiffusion3D.load(path, mixed_precision=mixed_precision)
             condition = parse_conditions(conditions, model.condition_names)
             cond_batch = (
                 None if condition is None else np.tile(condition, (num_samples, 1))

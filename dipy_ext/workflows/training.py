@@ -168,7 +168,7 @@ class TrainVQVAE3DFlow(Workflow):
         learning_rate=1e-3,
         validation_fraction=0.1,
         flip_augment=False,
-        bfloat16=False,
+        mixed_precision=False,
         distribute="",
         seed=0,
         checkpoint_dir="",
@@ -230,7 +230,7 @@ class TrainVQVAE3DFlow(Workflow):
             Fraction of volumes held out for validation.
         flip_augment : bool, optional
             Random left-right flips.
-        bfloat16 : bool, optional
+        mixed_precision : bool, optional
             bfloat16 mixed precision.
         distribute : string, optional
             Data-parallel training: mirrored (the local GPUs), multi_worker
@@ -290,7 +290,7 @@ class TrainVQVAE3DFlow(Workflow):
             embedding_dim=embedding_dim,
             background_weight=background_weight,
             affine=grid_affine(shape, vox),
-            mixed_precision=bfloat16,
+            mixed_precision=mixed_precision,
             seed=seed,
             verbose=True,
         )
@@ -394,7 +394,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
         ema_momentum=0.999,
         validation_fraction=0.1,
         flip_augment=False,
-        bfloat16=False,
+        mixed_precision=False,
         distribute="",
         seed=0,
         checkpoint_dir="",
@@ -445,7 +445,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
             Fraction of volumes held out for validation.
         flip_augment : bool, optional
             Also train on left-right mirrored volumes.
-        bfloat16 : bool, optional
+        mixed_precision : bool, optional
             bfloat16 mixed precision.
         distribute : string, optional
             Data-parallel training: mirrored (the local GPUs), multi_worker
@@ -482,7 +482,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
             self._force_overwrite,
             chief,
         )
-        vq = VQVAE3D.load(vqvae_file, mixed_precision=bfloat16)
+        vq = VQVAE3D.load(vqvae_file, mixed_precision=mixed_precision)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
         with _cache_folder(ckpt, chief) as cache:
             volumes, paths = _prepare_cohort(
@@ -503,7 +503,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
             prediction_type=prediction_type,
             condition_dim=0 if conditions is None else conditions.shape[1],
             condition_names=names,
-            mixed_precision=bfloat16,
+            mixed_precision=mixed_precision,
             seed=seed,
             verbose=True,
         )

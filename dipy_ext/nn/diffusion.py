@@ -31,10 +31,9 @@ from dipy_ext.nn.distribute import (
     strategy_scope,
 )
 from dipy_ext.nn.model_file import (
+    SavedModel,
     assign_weights,
-    load_model_file,
     model_weights,
-    save_model_file,
 )
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
@@ -178,7 +177,7 @@ def sample_streams(seed, first, n, *, purpose=0):
     )
 
 
-class LatentDiffusion3D:
+class LatentDiffusion3D(SavedModel):
     """Latent diffusion model generating volumes through a trained VQVAE3D."""
 
     def __init__(
@@ -742,70 +741,23 @@ class LatentDiffusion3D:
         return self.decode(latents, batch_size=batch_size)
 
     # ----------------------------------------------------------- save/load
-    def save(self, path, *, half_precision=False):
-        """Write both models, the schedule, latent scaling, conditions'
-        statistics, recommended sampling settings and grid to one file.
-
-        Parameters
-        ----------
-        path : str or Path
-            The file (``.npz``), written through a temporary name.
-        half_precision : bool, optional
-            Store the weights as float16 (half the size).
-
-        Returns
-        -------
-        path : Path
-
-        Raises
-        ------
-        ValueError
-            The model is not trained.
-        OSError
-            The file cannot be written (nothing is left behind).
-        """
+    def _file_contents(self):
         if self.scale_factor is None:
             raise ValueError("this model is not trained: nothing worth saving")
-        return save_model_file(
-            path,
-            kind="LatentDiffusion3D",
-            meta={
-                "config": self.get_config(),
-                "vqvae_config": self.vqvae.get_config(),
-                "scale_factor": self.scale_factor,
-            },
-            weights={
-                "vqvae": model_weights(self.vqvae.network),
-                "unet": model_weights(self.unet),
-                "latent_mean": [self.latent_mean],
-            },
-            half_precision=half_precision,
-        )
+        meta = {
+            "config": self.get_config(),
+            "vqvae_config": self.vqvae.get_config(),
+            "scale_factor": self.scale_factor,
+        }
+        weights = {
+            "vqvae": model_weights(self.vqvae.network),
+            "unet": model_weights(self.unet),
+            "latent_mean": [self.latent_mean],
+        }
+        return meta, weights
 
     @classmethod
-    def load(cls, path, *, mixed_precision=False, verbose=True):
-        """Read a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or Path
-        mixed_precision : bool, optional
-            Compute in bfloat16.
-        verbose : bool, optional
-            Training progress of a later :meth:`fit`.
-
-        Returns
-        -------
-        model : LatentDiffusion3D
-
-        Raises
-        ------
-        ValueError
-            A missing, corrupt or foreign file, a newer format, or weights
-            that do not match the declared architecture.
-        """
-        meta, weights = load_model_file(path, kind="LatentDiffusion3D")
-        source = f"'{path}'"
+    def _from_meta(cls, meta, weights, *, source, mixed_precision, verbose):
         vq = VQVAE3D._from_meta(
             {"config": meta.get("vqvae_config", {})},
             weights,

@@ -135,3 +135,76 @@ def assign_weights(model, arrays, *, source):
             )
     for var, array in zip(variables, arrays):
         var.assign(np.asarray(array).astype(var.dtype))
+
+
+class SavedModel:
+    """``save`` / ``load`` of a model class through one model file.
+
+    A class gives ``_file_contents()`` -> ``(meta, weights)`` and the
+    classmethod ``_from_meta(meta, weights, *, source, mixed_precision,
+    verbose)``; its class name is the file's ``kind``.
+    """
+
+    def save(self, path, *, half_precision=False):
+        """Write the model (its config, grid, weights and, for a diffusion
+        model, schedule, latent scaling, conditions' statistics and
+        recommended sampling settings) to one file.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file (``.npz``); written through a temporary name, so a
+            crash never leaves half a file.
+        half_precision : bool, optional
+            Store the weights as float16 (half the size).
+
+        Returns
+        -------
+        path : Path
+
+        Raises
+        ------
+        ValueError
+            The model is not trained yet (a diffusion model).
+        OSError
+            The file cannot be written (nothing is left behind).
+        """
+        meta, weights = self._file_contents()
+        return save_model_file(
+            path,
+            kind=type(self).__name__,
+            meta=meta,
+            weights=weights,
+            half_precision=half_precision,
+        )
+
+    @classmethod
+    def load(cls, path, *, mixed_precision=False, verbose=True):
+        """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+        mixed_precision : bool, optional
+            Compute in bfloat16.
+        verbose : bool, optional
+            Training progress of a later ``fit``.
+
+        Returns
+        -------
+        model : an instance of this class
+
+        Raises
+        ------
+        ValueError
+            A missing, corrupt or foreign file, a newer format, or weights
+            that do not match the declared architecture.
+        """
+        meta, weights = load_model_file(path, kind=cls.__name__)
+        return cls._from_meta(
+            meta,
+            weights,
+            source=f"'{path}'",
+            mixed_precision=mixed_precision,
+            verbose=verbose,
+        )

@@ -32,10 +32,9 @@ from dipy_ext.nn.layers import (
 )
 from dipy_ext.nn.losses import check_structure_losses, reconstruction_loss
 from dipy_ext.nn.model_file import (
+    SavedModel,
     assign_weights,
-    load_model_file,
     model_weights,
-    save_model_file,
 )
 from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
 from dipy_ext.nn.training import (
@@ -115,7 +114,7 @@ class VQVAENetwork(keras.Model):
         return self.decoder(q, training=training)
 
 
-class VQVAE3D:
+class VQVAE3D(SavedModel):
     """3D VQ-VAE with an EMA codebook, for volumes on a fixed model grid."""
 
     def __init__(
@@ -607,70 +606,13 @@ class VQVAE3D:
         return {"codebook_usage": usage, "perplexity": perplexity}
 
     # -------------------------------------------------------------- save/load
-    def save(self, path, *, half_precision=False):
-        """Write the model (config, grid affine, weights) to one file.
-
-        Parameters
-        ----------
-        path : str or Path
-            The file (``.npz``); written through a temporary name, so a
-            crash never leaves half a file.
-        half_precision : bool, optional
-            Store the weights as float16 (half the size).
-
-        Returns
-        -------
-        path : Path
-
-        Raises
-        ------
-        OSError
-            The file cannot be written (nothing is left behind).
-        """
-        return save_model_file(
-            path,
-            kind="VQVAE3D",
-            meta={"config": self.get_config()},
-            weights={"vqvae": model_weights(self.network)},
-            half_precision=half_precision,
-        )
+    def _file_contents(self):
+        return {"config": self.get_config()}, {"vqvae": model_weights(self.network)}
 
     @classmethod
     def from_config(cls, config, **kwargs):
         """Build an untrained model from :meth:`get_config` output."""
         return cls(**config, **kwargs)
-
-    @classmethod
-    def load(cls, path, *, mixed_precision=False, verbose=True):
-        """Read a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or Path
-        mixed_precision : bool, optional
-            Compute in bfloat16.
-        verbose : bool, optional
-            Training progress of a later :meth:`fit`.
-
-        Returns
-        -------
-        model : VQVAE3D
-
-        Raises
-        ------
-        ValueError
-            A missing, corrupt or foreign file, a newer format, or weights
-            that do not match the declared architecture.
-        """
-        meta, weights = load_model_file(path, kind="VQVAE3D")
-        model = cls._from_meta(
-            meta,
-            weights,
-            source=f"'{path}'",
-            mixed_precision=mixed_precision,
-            verbose=verbose,
-        )
-        return model
 
     @classmethod
     def _from_meta(cls, meta, weights, *, source, **kwargs):

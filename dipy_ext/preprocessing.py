@@ -155,6 +155,29 @@ def check_mask(mask, shape):
     return mask
 
 
+def brain_mask(volume, *, threshold=0.05):
+    """The largest connected region above ``threshold``, holes filled."""
+    above = np.asarray(volume) > threshold
+    labels, n = ndimage.label(above)
+    if n == 0:
+        raise ValueError(f"volume has no voxel above {threshold}: no brain to measure")
+    sizes = np.bincount(labels.ravel())[1:]
+    return ndimage.binary_fill_holes(labels == 1 + int(sizes.argmax()))
+
+
+def skull_stripped(volumes, threshold):
+    """Decoded volumes as skull stripping leaves volumes: in [0, 1], zero
+    outside the brain (:func:`brain_mask` at ``threshold``; a volume with no
+    voxel above it becomes all zero)."""
+    out = np.clip(np.asarray(volumes, dtype=np.float32), 0.0, 1.0)
+    for volume in out.reshape(-1, *out.shape[-3:]):
+        if (volume > threshold).any():
+            volume[~brain_mask(volume, threshold=threshold)] = 0.0
+        else:
+            volume[...] = 0.0
+    return out
+
+
 def intensity_range(volume, mask, *, percentile=99.5):
     """Intensities that map to 0 and 1.
 

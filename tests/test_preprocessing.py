@@ -8,6 +8,7 @@ from dipy_ext.preprocessing import (
     grid_affine,
     postprocess,
     preprocess,
+    skull_stripped,
 )
 
 
@@ -152,3 +153,21 @@ def test_postprocess_checks_shape(head):
     _, params = preprocess(volume, affine, shape=(16, 16, 16), voxel_size=3)
     with pytest.raises(ValueError, match="grid shape"):
         postprocess(np.zeros((8, 8, 8)), params)
+
+
+def test_skull_stripped_keeps_the_brain_only():
+    """[0, 1], zero outside the largest region above the threshold, holes
+    (ventricles) kept, a disconnected speck and a faint rim removed."""
+    v = np.full((2, 24, 24, 24), 0.02, np.float32)  # the decoder's faint haze
+    v[:, 4:20, 4:20, 4:20] = 0.8
+    v[:, 10:14, 10:14, 10:14] = 0.01  # a dark cavity inside: kept
+    v[:, 0, 0, 0] = 0.9  # a disconnected speck: removed
+    v[0, 6, 6, 6] = 1.4  # overshoot: clipped
+    v[1, 8, 8, 8] = -0.1  # undershoot inside a cavity-free region: clipped
+    out = skull_stripped(v, 0.05)
+    assert out.min() == 0.0 and out.max() == 1.0
+    npt.assert_array_equal(out[:, 0, 0, 0], 0.0)
+    npt.assert_array_equal(out[:, :4], 0.0)
+    npt.assert_allclose(out[:, 11, 11, 11], 0.01)
+    assert (out[:, 4:20, 4:20, 4:20] > 0).mean() > 0.95
+    npt.assert_array_equal(skull_stripped(np.full((8, 8, 8), 0.01), 0.05), 0.0)

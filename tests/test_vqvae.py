@@ -97,6 +97,28 @@ def test_save_load_identical(tmp_path):
     assert again.get_config() == vq.get_config()
 
 
+def test_background_threshold_gives_skull_stripped_output(tmp_path):
+    """A background threshold clips outputs to [0, 1] and zeroes everything
+    outside the decoded brain, in predict and decode, and is stored."""
+    x = np.zeros((2, 16, 16, 16), np.float32)
+    x[:, 3:13, 3:13, 3:13] = 0.7
+    raw = tiny()
+    vq = tiny(background_threshold=0.05)
+    raw.fit(x, epochs=2, batch_size=2)
+    vq.network.set_weights(raw.network.get_weights())
+    rec_raw, rec = raw.predict(x), vq.predict(x)
+    assert 0.0 <= rec.min() and rec.max() <= 1.0
+    keep = rec > 0
+    npt.assert_allclose(rec[keep], np.clip(rec_raw[keep], 0, 1))
+    assert not np.all(rec_raw[~keep] == 0)  # the raw decoder leaves a haze
+    npt.assert_allclose(vq.decode(vq.encode(x)), rec, atol=1e-5)
+    again = VQVAE3D.load(vq.save(tmp_path / "vq.npz"))
+    assert again.background_threshold == 0.05
+    npt.assert_array_equal(again.predict(x), rec)
+    with pytest.raises(ValueError, match="background_threshold"):
+        tiny(background_threshold=1.5)
+
+
 def test_load_errors(tmp_path):
     vq = tiny()
     path = vq.save(tmp_path / "vq.npz")

@@ -16,18 +16,10 @@ they follow the request. Both measures are quick and need no atlas:
 import numpy as np
 from scipy import ndimage
 
+from dipy_ext.preprocessing import brain_mask
+
 COVARIATES = ("brain_volume", "ventricle_fraction")
 COVARIATE_UNITS = {"brain_volume": "ml", "ventricle_fraction": "fraction of brain"}
-
-
-def brain_mask(volume, *, threshold=0.05):
-    """The largest connected region above ``threshold``, holes filled."""
-    above = np.asarray(volume) > threshold
-    labels, n = ndimage.label(above)
-    if n == 0:
-        raise ValueError(f"volume has no voxel above {threshold}: no brain to measure")
-    sizes = np.bincount(labels.ravel())[1:]
-    return ndimage.binary_fill_holes(labels == 1 + int(sizes.argmax()))
 
 
 def measure_covariates(volumes, voxel_size, *, depth_mm=15.0, threshold=0.05):

@@ -44,7 +44,7 @@ from dipy_ext.nn.training import (
     learning_rate_schedule,
     training_callbacks,
 )
-from dipy_ext.preprocessing import grid_affine
+from dipy_ext.preprocessing import grid_affine, skull_stripped
 
 
 def _per_level(value, levels, name):
@@ -134,6 +134,7 @@ class VQVAE3D(SavedModel):
         background_weight=1.0,
         affine=None,
         space=None,
+        background_threshold=None,
         mixed_precision=False,
         seed=None,
         verbose=True,
@@ -179,6 +180,13 @@ class VQVAE3D(SavedModel):
             The space of ``affine``: "MNI" when the grid is MNI space (generated
             NIfTI files then say so, ``sform_code`` 4); None for an aligned
             grid of unknown space.
+        background_threshold : float, optional
+            For skull-stripped data (zero outside the brain): reconstructed
+            and decoded volumes are clipped to [0, 1] and voxels outside the
+            brain (the largest connected region above this intensity, holes
+            filled) set to 0, as skull stripping leaves them; a decoder
+            alone cannot make that hard edge. None (default): the decoder's
+            output as it is.
         mixed_precision : bool, optional
             Compute in bfloat16 (weights stay float32; the quantizer, the
             output layer and the losses stay float32).
@@ -219,6 +227,12 @@ class VQVAE3D(SavedModel):
         if space not in (None, "MNI"):
             raise ValueError(f"space should be None or 'MNI', got {space!r}")
         self.space = space
+        if background_threshold is not None and not 0 <= background_threshold < 1:
+            raise ValueError(
+                "background_threshold should be None or in [0, 1), "
+                f"got {background_threshold!r}"
+            )
+        self.background_threshold = background_threshold
         self.mixed_precision = bool(mixed_precision)
         self.seed = seed
         self.verbose = verbose
@@ -267,6 +281,7 @@ class VQVAE3D(SavedModel):
             "background_weight": self.background_weight,
             "affine": self.affine.tolist(),
             "space": self.space,
+            "background_threshold": self.background_threshold,
         }
 
     @property
@@ -509,7 +524,7 @@ class VQVAE3D(SavedModel):
         """
         data, single = as_volume_batch(volumes, self.input_shape)
         out = self.network.predict(data[..., None], batch_size=batch_size, verbose=0)
-        out = np.asarray(out[..., 0], dtype=np.float32)
+        out = self._as_volumes(out)
         return out[0] if single else out
 
     def encode(self, volumes, *, batch_size=1, return_indices=False):
@@ -585,8 +600,14 @@ class VQVAE3D(SavedModel):
         if quantize:
             latents = self.codebook[self.nearest_codes(latents)]
         out = self.decoder.predict(latents, batch_size=batch_size, verbose=0)
-        out = np.asarray(out[..., 0], dtype=np.float32)
+        out = self._as_volumes(out)
         return out[0] if single else out
+
+    def _as_volumes(self, network_output):
+        out = np.asarray(network_output[..., 0], dtype=np.float32)
+        if self.background_threshold is None:
+            return out
+        return skull_stripped(out, self.background_threshold)
 
     def random_latents(self, n, *, seed=None):
         """Latents of no brain: codes drawn uniformly at random.

@@ -35,6 +35,9 @@ import time
 import numpy as np
 
 STAGES = ("cohort", "vqvae", "ldm", "eval")
+# decoded volumes are cut where the covariates measure the brain
+# (dipy_ext.metrics.covariates), as skull stripping cut the training volumes
+BACKGROUND_THRESHOLD = 0.05
 
 
 def parse(argv=None):
@@ -146,7 +149,11 @@ def train_vqvae(args, out, record, train, heldout, grid):
 
     vq_file = out / "vqvae.npz"
     if vq_file.exists():
-        return VQVAE3D.load(vq_file)
+        vq = VQVAE3D.load(vq_file)
+        # files trained before the option existed: their output, cut as
+        # skull stripping cuts (the encoder and the latents are unchanged)
+        vq.background_threshold = BACKGROUND_THRESHOLD
+        return vq
     vq = VQVAE3D(
         input_shape=tuple(args.shape),
         channels=(32, 64, 128),
@@ -155,6 +162,7 @@ def train_vqvae(args, out, record, train, heldout, grid):
         embedding_dim=8,
         affine=grid,
         space="MNI",
+        background_threshold=BACKGROUND_THRESHOLD,
         seed=args.seed,
     )
     t0 = time.perf_counter()
@@ -238,6 +246,7 @@ def evaluate(args, out, record, ldm, train, heldout, covariates):
     from dipy_ext.data.mni import MNI_NOTICE
     from dipy_ext.metrics import evaluate_synthesis
     from dipy_ext.metrics.covariates import measure_covariates
+    from dipy_ext.metrics.sharpness import reconstruction_report
     from dipy_ext.viz import mosaic
 
     heldout = np.asarray(heldout)
@@ -254,6 +263,10 @@ def evaluate(args, out, record, ldm, train, heldout, covariates):
         samples, args.voxel_size
     ).tolist()
     report["conditioning"] = conditioning_check(ldm, covariates, args)
+    real = heldout[:20]  # the shipped autoencoder, output as the model gives it
+    report["reconstruction"] = reconstruction_report(
+        real, ldm.vqvae.predict(real), seed=args.seed
+    )
     (out / "NOTICE").write_text(MNI_NOTICE + "\n")
     record.update(
         sampling_seconds_per_volume=seconds,

@@ -486,14 +486,17 @@ class VQVAE3D(SavedModel):
     def _compiled_trainer(
         self, network, train, epochs, learning_rate, patch_shape, **losses
     ):
-        trainer = make_trainer(
-            network,
-            loss=self.loss,
-            background_weight=self.background_weight,
-            dtype=dtype_policy(self.mixed_precision),
-            **losses,
-        )
-        trainer.build_for(patch_shape or self.input_shape)
+        # the discriminator's initial weights come from the seed too (not
+        # from whatever Keras' global generator holds): fits are repeatable
+        with seeded(None if self.seed is None else self.seed + 1):
+            trainer = make_trainer(
+                network,
+                loss=self.loss,
+                background_weight=self.background_weight,
+                dtype=dtype_policy(self.mixed_precision),
+                **losses,
+            )
+            trainer.build_for(patch_shape or self.input_shape)
         trainer.compile(
             optimizer=keras.optimizers.Adam(
                 learning_rate_schedule(learning_rate, epochs * len(train))

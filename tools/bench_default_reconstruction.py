@@ -37,10 +37,10 @@ def main(argv=None):
     p.add_argument("--tissue", type=int, default=10, help="volumes segmented")
     p.add_argument("--background-threshold", type=float)
     args = p.parse_args(argv)
+    import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
     from dipy_ext.data.default import default_model_path
     from dipy_ext.metrics import reconstruction_report
     from dipy_ext.metrics.features import load_vqvae
-    import dipy_ext.nn._backend  # noqa: F401 - oneDNN on before keras loads
     from dipy_ext.preprocessing import skull_stripped
 
     if args.cohort:

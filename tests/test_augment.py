@@ -69,4 +69,7 @@ def test_mni_cohort():
     npt.assert_allclose(np.diag(affine)[:3], 6.0)
     assert 0.1 < (vols > 0.05).mean() < 0.6  # a brain inside the box
     assert np.abs(vols[0] - vols[1]).mean() > 0.01  # augmented differently
+    # a part of the cohort alone (a held-out set) is the same volumes
+    part, _ = mni_cohort(2, shape=(32, 32, 32), voxel_size=6.0, rng=0, indices=[1])
+    npt.assert_array_equal(part, vols[1:])
     assert "McGill University" in MNI_NOTICE

@@ -6,12 +6,16 @@ real volumes: diversity (mean pairwise MS-SSIM, real alongside), Fréchet
 distance and classifier two-sample accuracy in the "stats" feature space,
 and wall-clock seconds per volume (sampling and decoding, batch 4).
 
-For the default model the real volumes are the held-out part of its
-training cohort (``tools/train_default_model.py``: MNI cohort seed 0,
-volumes 200-219), rebuilt here and cached.
+The real volumes are ``--cohort`` (an .npy of volumes on the model grid,
+from ``--first`` on), or else the held-out part of the default model's
+training cohort (``tools/train_default_model.py`` with its default
+settings), rebuilt here and cached.
 
     python tools/bench_samplers.py
-    python tools/bench_samplers.py --settings ddim:200:1 dpm_solver:25 dpm_solver:15
+    python tools/bench_samplers.py --settings ddim:100:1 dpm_solver:25 dpm_solver:15
+    python tools/bench_samplers.py \
+        --model scratch/default_model_v2/dipy_ext_default_ldm.npz \
+        --cohort scratch/default_model_v2/cohort.npy --first 360
 """
 
 import argparse
@@ -30,10 +34,12 @@ def parse(argv=None):
     p.add_argument(
         "--settings",
         nargs="+",
-        default=["ddim:200:1", "dpm_solver:25", "dpm_solver:15", "ddim:25:0"],
+        default=["ddim:100:1", "dpm_solver:25", "dpm_solver:15", "ddim:25:0"],
         help="sampler:steps[:eta]",
     )
-    p.add_argument("--n", type=int, default=20, help="samples per setting")
+    p.add_argument("--cohort", help=".npy of real volumes on the model grid")
+    p.add_argument("--first", type=int, default=0, help="first held-out volume")
+    p.add_argument("--n", type=int, default=40, help="samples per setting")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--cache", default="/tmp/dipy_ext_bench_cache")
     p.add_argument("--json", help="write the results here")
@@ -42,24 +48,34 @@ def parse(argv=None):
 
 def heldout_cohort(cache):
     """The default model's held-out volumes (its training script's cohort)."""
-    from dipy_ext.data.mni import mni_cohort
+    from train_default_model import make_cohort, parse
 
-    path = Path(cache) / "default_model_cohort_220_seed0.npy"
+    settings = parse([])
+    path = Path(cache) / (
+        f"default_model_heldout_{settings.shape[0]}_{settings.voxel_size}mm"
+        f"_seed{settings.seed}.npy"
+    )
     if not path.exists():
-        volumes, _ = mni_cohort(220, rng=0, progress=True)
+        first = settings.n_train
+        volumes, _ = make_cohort(settings, range(first, first + settings.n_heldout))
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, volumes)
-    return np.load(path)[200:]
+    return np.load(path)
 
 
 def main(argv=None):
     args = parse(argv)
+    import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
     from dipy_ext.data.default import default_model_path
     from dipy_ext.metrics import evaluate_synthesis
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
     model = LatentDiffusion3D.load(args.model or default_model_path())
-    real = heldout_cohort(args.cache)
+    if args.cohort:
+        cohort = np.load(args.cohort, mmap_mode="r")
+        real = np.asarray(cohort[args.first : args.first + args.n])
+    else:
+        real = heldout_cohort(args.cache)
     model.predict(1, num_inference_steps=2, progress=False)  # trace once
     rows = []
     for setting in args.settings:

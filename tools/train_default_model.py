@@ -38,6 +38,13 @@ STAGES = ("cohort", "vqvae", "ldm", "eval")
 # decoded volumes are cut where the covariates measure the brain
 # (dipy_ext.metrics.covariates), as skull stripping cut the training volumes
 BACKGROUND_THRESHOLD = 0.05
+# the variety of the cohort (dipy_ext.data.mni.mni_cohort) beside its grid
+COHORT_AUGMENTATION = {
+    "rotation_deg": 5.0,
+    "scale": 0.03,
+    "head_size": (0.9, 0.035),
+    "anatomy": True,
+}
 
 
 def parse(argv=None):
@@ -110,27 +117,31 @@ class Record:
         tmp.replace(self.path)
 
 
+def make_cohort(args, indices=None):
+    """The cohort of these settings, or only its members ``indices``."""
+    from dipy_ext.data.mni import mni_cohort
+
+    return mni_cohort(
+        args.n_train + args.n_heldout,
+        shape=tuple(args.shape),
+        voxel_size=args.voxel_size,
+        rng=args.seed,
+        indices=indices,
+        workers=args.workers,
+        progress=True,
+        **COHORT_AUGMENTATION,
+    )
+
+
 def build_cohort(args, out, record):
     """Stage 1: the cohort (memory-mapped .npy) and its measured covariates."""
-    from dipy_ext.data.mni import mni_cohort
     from dipy_ext.metrics.covariates import measure_covariates
 
     volumes_file, grid_file = out / "cohort.npy", out / "cohort_grid.npy"
     covariates_file = out / "cohort_covariates.npy"
     if not covariates_file.exists():
         t0 = time.perf_counter()
-        volumes, grid = mni_cohort(
-            args.n_train + args.n_heldout,
-            shape=tuple(args.shape),
-            voxel_size=args.voxel_size,
-            rng=args.seed,
-            rotation_deg=5.0,
-            scale=0.03,
-            head_size=(0.9, 0.035),
-            anatomy=True,
-            workers=args.workers,
-            progress=True,
-        )
+        volumes, grid = make_cohort(args)
         covariates = measure_covariates(volumes, args.voxel_size)
         np.save(volumes_file, volumes)
         np.save(grid_file, grid)

@@ -98,6 +98,7 @@ def mni_cohort(
     head_size=(1.0, 0.0),
     anatomy=False,
     intensity=True,
+    indices=None,
     workers=1,
     progress=False,
 ):
@@ -124,6 +125,9 @@ def mni_cohort(
         a common atrophy level as with age.
     intensity : bool, optional
         Bias field, contrast change and noise.
+    indices : sequence of int, optional
+        Build only these members of the ``n``-volume cohort (the same
+        volumes as in the whole cohort: a held-out part without the rest).
     workers : int, optional
         Processes that build volumes in parallel (same volumes whatever
         the number).
@@ -131,7 +135,7 @@ def mni_cohort(
 
     Returns
     -------
-    volumes : ndarray (n, *shape), float32 in [0, 1]
+    volumes : ndarray (n or len(indices), *shape), float32 in [0, 1]
     affine : ndarray (4, 4)
         The grid's voxel-to-world affine (MNI space, centred on the brain).
     """
@@ -159,6 +163,8 @@ def mni_cohort(
                 asymmetry=rng.uniform(-0.03, 0.03),
             )
         subjects.append(subject)
+    if indices is not None:
+        subjects = [subjects[i] for i in indices]
     global _COHORT
     _COHORT = {
         "t1": t1,
@@ -172,7 +178,7 @@ def mni_cohort(
         "warp": {"displacement_mm": displacement_mm, "smoothness_mm": smoothness_mm},
         "intensity": intensity,
     }
-    volumes = np.empty((n, *shape), np.float32)
+    volumes = np.empty((len(subjects), *shape), np.float32)
     try:
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
@@ -183,7 +189,7 @@ def mni_cohort(
         else:
             pool, made = None, map(_cohort_volume, subjects)
         for i, volume in enumerate(
-            tqdm(made, total=n, desc="MNI cohort", disable=not progress)
+            tqdm(made, total=len(subjects), desc="MNI cohort", disable=not progress)
         ):
             volumes[i] = volume
         if pool is not None:

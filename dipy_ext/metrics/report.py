@@ -4,15 +4,8 @@ import time
 
 import numpy as np
 
+from dipy_ext.metrics import sets
 from dipy_ext.metrics.features import get_feature_extractor
-from dipy_ext.metrics.sets import (
-    classifier_two_sample_test,
-    diversity,
-    frechet_distance,
-    memorization,
-    mmd,
-    prdc,
-)
 from dipy_ext.metrics.sharpness import sharpness_ratio
 from dipy_ext.metrics.tissue import tissue_distribution_distance, tissue_fractions
 
@@ -70,11 +63,11 @@ def evaluate_synthesis(
     timings["features_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    div_real = diversity(real, max_pairs=max_pairs, seed=seed, mask=mask)
-    div_syn = diversity(synthetic, max_pairs=max_pairs, seed=seed, mask=mask)
+    div_real = sets.diversity(real, max_pairs=max_pairs, seed=seed, mask=mask)
+    div_syn = sets.diversity(synthetic, max_pairs=max_pairs, seed=seed, mask=mask)
     timings["diversity_s"] = time.perf_counter() - t0
 
-    mmd2, bandwidth = mmd(f_real, f_syn)
+    mmd2, bandwidth = sets.mmd(f_real, f_syn)
     report = {
         "n_real": len(real),
         "n_synthetic": len(synthetic),
@@ -88,18 +81,18 @@ def evaluate_synthesis(
             "synthetic_std": div_syn[1],
             "difference": div_syn[0] - div_real[0],
         },
-        "frechet_distance": frechet_distance(f_real, f_syn),
+        "frechet_distance": sets.frechet_distance(f_real, f_syn),
         "mmd2_rbf": mmd2,
         "mmd_bandwidth": bandwidth,
-        "prdc": prdc(f_real, f_syn),
+        "prdc": sets.prdc(f_real, f_syn),
         "sharpness_ratio": sharpness_ratio(real, synthetic),
-        "classifier_two_sample_test": classifier_two_sample_test(
+        "classifier_two_sample_test": sets.classifier_two_sample_test(
             f_real, f_syn, seed=seed
         ),
     }
     t0 = time.perf_counter()
     train = real if training is None else np.asarray(training, dtype=np.float32)
-    mem = memorization(synthetic, train, mask=mask, factor=memorization_factor)
+    mem = sets.memorization(synthetic, train, mask=mask, factor=memorization_factor)
     report["memorization"] = {k: v for k, v in mem.items() if not isinstance(v, list)}
     report["memorization"]["synthetic_nn"] = mem["synthetic_nn"]
     report["memorization"]["training_nn"] = mem["training_nn"]

@@ -30,11 +30,7 @@ from dipy_ext.nn.distribute import (
     make_strategy,
     strategy_scope,
 )
-from dipy_ext.nn.model_file import (
-    SavedModel,
-    assign_weights,
-    model_weights,
-)
+from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (

@@ -31,11 +31,7 @@ from dipy_ext.nn.layers import (
     group_norm,
 )
 from dipy_ext.nn.losses import check_structure_losses, reconstruction_loss
-from dipy_ext.nn.model_file import (
-    SavedModel,
-    assign_weights,
-    model_weights,
-)
+from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
 from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
 from dipy_ext.nn.training import (
     ArrayBatches,

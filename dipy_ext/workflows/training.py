@@ -59,34 +59,75 @@ def _cached_paths(cache):
     return [m["path"] for m in json.loads(cache.with_suffix(".json").read_text())]
 
 
-def _outputs(out_dir, out_model, out_curves, checkpoint_dir, force):
-    """Model and curves paths (checked against overwriting), checkpoint folder.
+class _TrainingRun:
+    """What both training workflows do around the fit: outputs, resume, cluster.
 
-    The default checkpoint folder sits beside the model file, so rerunning
-    the same command finds the backup of an interrupted run.
+    Made first thing in ``run``: the distribution strategy is built before
+    anything else runs (TensorFlow accepts a multi-worker strategy only
+    then); the model and curves paths are checked against overwriting; the
+    checkpoint folder (by default beside the model file, so rerunning the
+    same command finds the backup of an interrupted run) is keyed on the
+    run's settings. Only the chief of a cluster touches files.
     """
-    folder = output_dir(out_dir)
-    model_path, curves_path = folder / out_model, folder / out_curves
-    check_outputs([model_path, curves_path], force)
-    ckpt = (
-        Path(checkpoint_dir) if checkpoint_dir else folder / f"{out_model}.checkpoints"
-    )
-    return model_path, curves_path, ckpt
 
+    def __init__(self, arguments, inputs, force):
+        self.strategy = _strategy(arguments["distribute"])
+        from dipy_ext.nn.distribute import is_chief
 
-def _claim(ckpt, arguments, inputs, force, chief=True):
-    """Key the checkpoint folder on the run's settings; set aside bad backups.
+        self.chief = is_chief()
+        folder = output_dir(arguments["out_dir"])
+        self.model_path = folder / arguments["out_model"]
+        self.curves_path = folder / arguments["out_curves"]
+        check_outputs([self.model_path, self.curves_path], force)
+        self.keep_checkpoints = bool(arguments["checkpoint_dir"])
+        self.ckpt = (
+            Path(arguments["checkpoint_dir"])
+            if self.keep_checkpoints
+            else folder / f"{arguments['out_model']}.checkpoints"
+        )
+        if self.chief:
+            claim_folder(self.ckpt, run_settings(arguments, inputs=inputs), force)
+            set_aside_corrupt_backups(self.ckpt / "backup")
 
-    Only the chief of a cluster touches the folder."""
-    if not chief:
-        return
-    claim_folder(ckpt, run_settings(arguments, inputs=inputs), force)
-    set_aside_corrupt_backups(ckpt / "backup")
+    @contextmanager
+    def cache_folder(self):
+        """Where the cohort cache goes: the checkpoint folder for the chief,
+        a temporary folder (removed after) for another worker of a cluster."""
+        if self.chief:
+            yield self.ckpt
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            yield Path(folder)
+
+    def fit_options(self):
+        """The arguments of ``fit`` that backup, log and distribute the run."""
+        return {
+            "checkpoint_dir": self.ckpt / "backup",
+            "callbacks": [history_logger(self.ckpt)] if self.chief else [],
+            "distribute": self.strategy,
+        }
+
+    def finish(self, model, title):
+        """Save the model and its training curves (the chief only), remove
+        the default checkpoint folder; returns the files written."""
+        if not self.chief:
+            return []
+        model.save(self.model_path)
+        history = read_history(self.ckpt)
+        if history:
+            from dipy_ext.viz import training_curves
+
+            training_curves(history, self.curves_path, title=title)
+        else:
+            logger.warning("no epoch was run (the checkpoint was already complete)")
+        if not self.keep_checkpoints:
+            shutil.rmtree(self.ckpt, ignore_errors=True)
+        logger.info(f"Saved {self.model_path} and {self.curves_path}")
+        return [str(self.model_path), str(self.curves_path)]
 
 
 def _strategy(distribute):
-    """The distribution strategy, made before anything else runs (TensorFlow
-    accepts a multi-worker strategy only then)."""
+    """The distribution strategy ("" or None: none)."""
     from dipy_ext.nn.distribute import make_strategy
 
     strategy = make_strategy(distribute or None)
@@ -100,17 +141,6 @@ def _strategy(distribute):
     return strategy
 
 
-@contextmanager
-def _cache_folder(ckpt, chief):
-    """Where the cohort cache goes: the checkpoint folder for the chief,
-    a temporary folder (removed after) for another worker of a cluster."""
-    if chief:
-        yield ckpt
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(folder)
-
-
 def _split(n, validation_fraction, seed):
     """Shuffled train / validation indices (validation empty if fraction 0)."""
     if not 0 <= validation_fraction < 1:
@@ -122,21 +152,6 @@ def _split(n, validation_fraction, seed):
     if n - n_val < 1:
         raise ValueError(f"{n} volumes leave none for training")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def _cleanup(ckpt, keep):
-    """Remove our default checkpoint folder (cohort cache) once training is done."""
-    if not keep:
-        shutil.rmtree(ckpt, ignore_errors=True)
-
-
-def _curves(history, path, title):
-    from dipy_ext.viz import training_curves
-
-    if history:
-        training_curves(history, path, title=title)
-    else:
-        logger.warning("no epoch was run (the checkpoint was already complete)")
 
 
 class TrainVQVAE3DFlow(Workflow):
@@ -250,26 +265,15 @@ class TrainVQVAE3DFlow(Workflow):
         out_curves : string, optional
             PNG of the training curves.
         """
-        arguments = dict(locals())
-        strategy = _strategy(distribute)  # before anything runs (multi-worker)
-        from dipy_ext.nn.distribute import is_chief
+        run = _TrainingRun(
+            dict(locals()), [input_files, mask_files, reference], self._force_overwrite
+        )
         from dipy_ext.nn.vqvae import VQVAE3D
         from dipy_ext.preprocessing import grid_affine
 
-        chief = is_chief()
-        model_path, curves_path, ckpt = _outputs(
-            out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
-        )
-        _claim(
-            ckpt,
-            arguments,
-            [input_files, mask_files, reference],
-            self._force_overwrite,
-            chief,
-        )
         shape = as_triple(grid_shape, "grid_shape")
         vox = as_triple(voxel_size, "voxel_size")
-        with _cache_folder(ckpt, chief) as cache:
+        with run.cache_folder() as cache:
             volumes, paths = _prepare_cohort(
                 input_files,
                 mask_files,
@@ -300,8 +304,6 @@ class TrainVQVAE3DFlow(Workflow):
             batch_size=batch_size,
             learning_rate=learning_rate,
             validation_data=volumes[val] if len(val) else None,
-            checkpoint_dir=ckpt / "backup",
-            callbacks=[history_logger(ckpt)] if chief else [],
             flip_augment=flip_augment,
             patch_shape=None
             if tuple(patch_shape) == (0,)
@@ -313,17 +315,12 @@ class TrainVQVAE3DFlow(Workflow):
             adversarial_weight=adversarial_weight,
             adversarial_start=None if adversarial_start == -1 else adversarial_start,
             adversarial_loss=adversarial_loss,
-            distribute=strategy,
+            **run.fit_options(),
         )
-        if not chief:
-            return []
-        model.save(model_path)
-        _curves(read_history(ckpt), curves_path, f"VQVAE3D on {len(train)} volumes")
-        _cleanup(ckpt, keep=bool(checkpoint_dir))
-        if len(val):
+        written = run.finish(model, f"VQVAE3D on {len(train)} volumes")
+        if written and len(val):
             _log_heldout(model, volumes[val])
-        logger.info(f"Saved {model_path} and {curves_path}")
-        return [str(model_path), str(curves_path)]
+        return written
 
 
 def _log_heldout(model, volumes):
@@ -465,26 +462,17 @@ class TrainLatentDiffusion3DFlow(Workflow):
         out_curves : string, optional
             PNG of the training curves.
         """
-        arguments = dict(locals())
-        strategy = _strategy(distribute)  # before anything runs (multi-worker)
-        from dipy_ext.nn.diffusion import LatentDiffusion3D
-        from dipy_ext.nn.distribute import is_chief
-        from dipy_ext.nn.vqvae import VQVAE3D
-
-        chief = is_chief()
-        model_path, curves_path, ckpt = _outputs(
-            out_dir, out_model, out_curves, checkpoint_dir, self._force_overwrite
-        )
-        _claim(
-            ckpt,
-            arguments,
+        run = _TrainingRun(
+            dict(locals()),
             [input_files, mask_files, reference, vqvae_file, conditions_file],
             self._force_overwrite,
-            chief,
         )
+        from dipy_ext.nn.diffusion import LatentDiffusion3D
+        from dipy_ext.nn.vqvae import VQVAE3D
+
         vq = VQVAE3D.load(vqvae_file, mixed_precision=mixed_precision)
         grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
-        with _cache_folder(ckpt, chief) as cache:
+        with run.cache_folder() as cache:
             volumes, paths = _prepare_cohort(
                 input_files, mask_files, grid, reference, cache
             )
@@ -519,18 +507,6 @@ class TrainLatentDiffusion3DFlow(Workflow):
             validation_conditions=None
             if conditions is None or not len(val)
             else conditions[val],
-            checkpoint_dir=ckpt / "backup",
-            callbacks=[history_logger(ckpt)] if chief else [],
-            distribute=strategy,
+            **run.fit_options(),
         )
-        if not chief:
-            return []
-        model.save(model_path)
-        _curves(
-            read_history(ckpt),
-            curves_path,
-            f"LatentDiffusion3D on {len(train)} volumes",
-        )
-        _cleanup(ckpt, keep=bool(checkpoint_dir))
-        logger.info(f"Saved {model_path} and {curves_path}")
-        return [str(model_path), str(curves_path)]
+        return run.finish(model, f"LatentDiffusion3D on {len(train)} volumes")

@@ -161,9 +161,13 @@ def train_vqvae(args, out, record, train, heldout, grid):
     vq_file = out / "vqvae.npz"
     if vq_file.exists():
         vq = VQVAE3D.load(vq_file)
-        # files trained before the option existed: their output, cut as
-        # skull stripping cuts (the encoder and the latents are unchanged)
-        vq.background_threshold = BACKGROUND_THRESHOLD
+        if vq.intensity_map is None:
+            # files trained before these options existed: their output
+            # calibrated and cut as skull stripping cuts (the encoder and
+            # the latents are unchanged)
+            vq.background_threshold = BACKGROUND_THRESHOLD
+            calibrate(vq, train, record)
+            vq.save(vq_file)
         return vq
     vq = VQVAE3D(
         input_shape=tuple(args.shape),
@@ -190,6 +194,7 @@ def train_vqvae(args, out, record, train, heldout, grid):
         callbacks=[step_log()],
     )
     training_curves(hist, out / "vq_training.png", title="default VQVAE3D")
+    calibrate(vq, train, record)
     vq.save(vq_file)
     real = np.asarray(heldout[:20])
     report = reconstruction_report(real, vq.predict(real), seed=args.seed)
@@ -203,6 +208,27 @@ def train_vqvae(args, out, record, train, heldout, grid):
     return vq
 
 
+def calibrate(vq, train, record, n=20):
+    """The decoder's intensities mapped onto the training volumes'."""
+    t0 = time.perf_counter()
+    vq.calibrate_intensity(np.asarray(train[:n]))
+    record.update(
+        vq_intensity_calibration={
+            "volumes": n,
+            "minutes": (time.perf_counter() - t0) / 60,
+        }
+    )
+
+
+def recommended_sampling(args):
+    return {
+        "sampler": args.sampler,
+        "num_inference_steps": args.steps,
+        "eta": args.eta,
+        "guidance_scale": args.guidance,
+    }
+
+
 def train_ldm(args, out, record, vq, train, covariates):
     """Stage 3: the conditional latent diffusion model."""
     from dipy_ext.data.default import DEFAULT_MODEL_NAME
@@ -212,7 +238,17 @@ def train_ldm(args, out, record, vq, train, covariates):
 
     model_file = out / DEFAULT_MODEL_NAME
     if model_file.exists():
-        return LatentDiffusion3D.load(model_file)
+        ldm = LatentDiffusion3D.load(model_file)
+        sampling = {**ldm.sampling, **recommended_sampling(args)}
+        if ldm.vqvae.get_config() != vq.get_config() or ldm.sampling != sampling:
+            # output settings chosen after training (the autoencoder's
+            # calibration and background cut, the recommended sampling);
+            # the latents and the networks are the same
+            ldm.vqvae.intensity_map = vq.intensity_map
+            ldm.vqvae.background_threshold = vq.background_threshold
+            ldm.sampling = sampling
+            ldm.save(model_file, half_precision=True)
+        return ldm
     ldm = LatentDiffusion3D(
         vq,
         channels=[int(c) for c in args.ldm_channels.split(",")],
@@ -222,12 +258,7 @@ def train_ldm(args, out, record, vq, train, covariates):
         condition_names=list(COVARIATES),
         condition_dropout=0.15,
         seed=args.seed,
-        sampling={
-            "sampler": args.sampler,
-            "num_inference_steps": args.steps,
-            "eta": args.eta,
-            "guidance_scale": args.guidance,
-        },
+        sampling=recommended_sampling(args),
     )
     t0 = time.perf_counter()
     hist = ldm.fit(

@@ -43,6 +43,21 @@ from dipy_ext.nn.training import (
 from dipy_ext.preprocessing import grid_affine, skull_stripped
 
 
+def _checked_intensity_map(knots):
+    """``knots`` as a (2, K) float array with increasing x, or None."""
+    if knots is None:
+        return None
+    knots = np.asarray(knots, dtype=np.float64)
+    if knots.ndim != 2 or knots.shape[0] != 2 or not np.isfinite(knots).all():
+        raise ValueError(
+            f"intensity_map should be finite (decoded, real) knots of shape (2, K), "
+            f"got shape {knots.shape}"
+        )
+    if np.any(np.diff(knots[0]) <= 0):
+        raise ValueError("intensity_map's decoded intensities should increase")
+    return knots
+
+
 def _per_level(value, levels, name):
     values = (value,) * levels if np.isscalar(value) else tuple(value)
     if len(values) != levels:
@@ -131,6 +146,7 @@ class VQVAE3D(SavedModel):
         affine=None,
         space=None,
         background_threshold=None,
+        intensity_map=None,
         mixed_precision=False,
         seed=None,
         verbose=True,
@@ -183,6 +199,10 @@ class VQVAE3D(SavedModel):
             filled) set to 0, as skull stripping leaves them; a decoder
             alone cannot make that hard edge. None (default): the decoder's
             output as it is.
+        intensity_map : array (2, K), optional
+            Knots ``(decoded, real)`` of a monotone map applied to the
+            decoder's output (before the background cut), as fitted by
+            :meth:`calibrate_intensity`; None: no map.
         mixed_precision : bool, optional
             Compute in bfloat16 (weights stay float32; the quantizer, the
             output layer and the losses stay float32).
@@ -229,6 +249,7 @@ class VQVAE3D(SavedModel):
                 f"got {background_threshold!r}"
             )
         self.background_threshold = background_threshold
+        self.intensity_map = _checked_intensity_map(intensity_map)
         self.mixed_precision = bool(mixed_precision)
         self.seed = seed
         self.verbose = verbose
@@ -278,6 +299,9 @@ class VQVAE3D(SavedModel):
             "affine": self.affine.tolist(),
             "space": self.space,
             "background_threshold": self.background_threshold,
+            "intensity_map": None
+            if self.intensity_map is None
+            else self.intensity_map.tolist(),
         }
 
     @property
@@ -604,9 +628,52 @@ class VQVAE3D(SavedModel):
 
     def _as_volumes(self, network_output):
         out = np.asarray(network_output[..., 0], dtype=np.float32)
+        if self.intensity_map is not None:
+            out = np.interp(out, *self.intensity_map).astype(np.float32)
         if self.background_threshold is None:
             return out
         return skull_stripped(out, self.background_threshold)
+
+    def calibrate_intensity(self, volumes, *, num_quantiles=511, batch_size=1):
+        """Match the intensity distribution of the output to real volumes'.
+
+        An autoencoder trained with L1 places each tissue's intensity well
+        but not its spread (the 1.5 mm default model's decoder overshoots
+        bright white matter: 95th percentile 1.0 vs 0.95 real). This fits
+        the monotone map that sends the quantiles of the reconstructions of
+        ``volumes`` (training volumes; every voxel, averaged over volumes)
+        to those of the volumes, and applies it to every later
+        reconstruction and decoded volume (stored in the model file).
+
+        Parameters
+        ----------
+        volumes : ndarray (N, X, Y, Z) or list of (X, Y, Z)
+            Real volumes on the model grid, in [0, 1].
+        num_quantiles : int, optional
+            Knots of the map.
+        batch_size : int, optional
+            Volumes per forward pass.
+
+        Returns
+        -------
+        intensity_map : ndarray (2, K)
+            The knots ``(decoded, real)``, also set as ``intensity_map``.
+
+        Raises
+        ------
+        ValueError
+            Volumes of another shape than the model grid, or with NaN/Inf.
+        """
+        data, _ = as_volume_batch(volumes, self.input_shape)
+        raw = self.network.predict(data[..., None], batch_size=batch_size, verbose=0)
+        levels = np.linspace(0, 100, num_quantiles + 2)[1:-1]
+        decoded = np.percentile(raw[..., 0].reshape(len(data), -1), levels, axis=1)
+        real = np.percentile(data.reshape(len(data), -1), levels, axis=1)
+        decoded = np.maximum.accumulate(decoded.mean(axis=1))
+        real = np.maximum.accumulate(real.mean(axis=1))
+        keep = np.r_[True, np.diff(decoded) > 1e-6]  # np.interp needs increasing x
+        self.intensity_map = np.stack([decoded[keep], real[keep]])
+        return self.intensity_map
 
     def random_latents(self, n, *, seed=None):
         """Latents of no brain: codes drawn uniformly at random.

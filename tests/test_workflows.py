@@ -391,14 +391,15 @@ def test_synthesize_console_script(trained_files, tmp_path):
 
 
 def test_default_model_synthesizes_one_volume(tmp_path):
-    """The embedded model loads and synthesises through the console script."""
+    """The embedded model loads and synthesises through the console script,
+    drawing its covariates when none are given and refusing unknown ones."""
     from dipy_ext.data.default import default_model_path
-
-    path = default_model_path()
+    from dipy_ext.metrics.covariates import COVARIATES
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
-    model = LatentDiffusion3D.load(path)
-    assert model.condition_dim == 0
+    model = LatentDiffusion3D.load(default_model_path())
+    assert list(model.condition_names) == list(COVARIATES)
+    assert model.sampling["num_inference_steps"] >= 10
     result = _call(
         [
             _script("dipy_synthesize_brain"),
@@ -413,9 +414,10 @@ def test_default_model_synthesizes_one_volume(tmp_path):
     assert result.returncode == 0, result.stderr
     img = nib.load(tmp_path / "synthetic_brain_000.nii.gz")
     assert img.shape == model.output_shape
+    assert img.header.get_sform(coded=True)[1] == 4  # MNI
+    assert all(n in img.header["descrip"].item().decode() for n in COVARIATES)
     data = np.asarray(img.dataobj)
     assert data.max() > 0.5 and (data > 0.05).mean() > 0.1  # a brain, not empty
-    # an unconditional model refuses conditions
     bad = _call(
         [
             _script("dipy_synthesize_brain"),
@@ -426,7 +428,7 @@ def test_default_model_synthesizes_one_volume(tmp_path):
         ]
     )
     assert bad.returncode != 0
-    assert "unconditional" in bad.stderr.strip().splitlines()[-1]
+    assert "brain_volume=<value>" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())
 
 

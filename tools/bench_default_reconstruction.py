@@ -2,16 +2,16 @@
 
 Reconstructs held-out volumes and prints PSNR, SSIM, the sharpness ratio,
 the classifier two-sample test of reconstructions vs real and HMRF tissue
-fractions: the ceiling of the realism the model's samples can reach. With
-``--background-threshold`` it reports the decoder's raw output and the same
-output cut as skull stripping cuts (``VQVAE3D(background_threshold=...)``),
-from one pass of the network.
+fractions: the ceiling of the realism the model's samples can reach. It
+reports the decoder's raw output and, from the same pass of the network,
+the output as the model gives it (its ``intensity_map`` and
+``background_threshold``; ``--background-threshold`` sets one for a file
+without).
 
     python tools/bench_default_reconstruction.py     # the embedded model
     python tools/bench_default_reconstruction.py \\
         --model scratch/default_model_v2/vqvae.npz \\
-        --cohort scratch/default_model_v2/cohort.npy --first 360 \\
-        --background-threshold 0.05                  # the 1.5 mm autoencoder
+        --cohort scratch/default_model_v2/cohort.npy --first 360
 """
 
 import argparse
@@ -41,7 +41,6 @@ def main(argv=None):
     from dipy_ext.data.default import default_model_path
     from dipy_ext.metrics import reconstruction_report
     from dipy_ext.metrics.features import load_vqvae
-    from dipy_ext.preprocessing import skull_stripped
 
     if args.cohort:
         cohort = np.load(args.cohort, mmap_mode="r")
@@ -51,12 +50,13 @@ def main(argv=None):
 
         real = heldout_cohort(args.cache)
     vq = load_vqvae(args.model or default_model_path())
-    vq.background_threshold = None  # the raw output; cut below if asked
-    outputs = {"raw": vq.predict(real, batch_size=1)}
     if args.background_threshold is not None:
-        outputs["skull_stripped"] = skull_stripped(
-            outputs["raw"], args.background_threshold
-        )
+        vq.background_threshold = args.background_threshold
+    output_settings = (vq.intensity_map, vq.background_threshold)
+    vq.intensity_map = vq.background_threshold = None
+    raw = vq.predict(real, batch_size=1)
+    vq.intensity_map, vq.background_threshold = output_settings
+    outputs = {"raw": raw, "as_the_model_gives_it": vq._as_volumes(raw[..., None])}
     report = {"real_tissue": tissue_means(real[: args.tissue])}
     for name, recon in outputs.items():
         report[name] = reconstruction_report(real, recon)

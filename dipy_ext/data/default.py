@@ -3,7 +3,7 @@
 from pathlib import Path
 
 DEFAULT_MODEL_FOLDER = Path(__file__).parent / "default_model"
-DEFAULT_MODEL_NAME = "dipy_ext_default_ldm_64.npz"
+DEFAULT_MODEL_NAME = "dipy_ext_default_ldm.npz"
 
 
 def default_model_path():

@@ -42,21 +42,18 @@ def main(argv=None):
     from dipy_ext.metrics import reconstruction_report
     from dipy_ext.metrics.features import load_vqvae
 
-    if args.cohort:
-        cohort = np.load(args.cohort, mmap_mode="r")
-        real = np.asarray(cohort[args.first : args.first + args.n])
-    else:
-        from bench_samplers import heldout_cohort
+    from bench_samplers import real_volumes
 
-        real = heldout_cohort(args.cache)
+    real = real_volumes(args)
     vq = load_vqvae(args.model or default_model_path())
     if args.background_threshold is not None:
         vq.background_threshold = args.background_threshold
-    output_settings = (vq.intensity_map, vq.background_threshold)
-    vq.intensity_map = vq.background_threshold = None
-    raw = vq.predict(real, batch_size=1)
-    vq.intensity_map, vq.background_threshold = output_settings
-    outputs = {"raw": raw, "as_the_model_gives_it": vq._as_volumes(raw[..., None])}
+    # one pass of the network; the model's output steps applied to it
+    network_output = vq.network.predict(real[..., None], batch_size=1, verbose=0)
+    outputs = {
+        "raw": network_output[..., 0],
+        "as_the_model_gives_it": vq._as_volumes(network_output),
+    }
     report = {"real_tissue": tissue_means(real[: args.tissue])}
     for name, recon in outputs.items():
         report[name] = reconstruction_report(real, recon)

@@ -63,6 +63,15 @@ def heldout_cohort(cache):
     return np.load(path)
 
 
+def real_volumes(args):
+    """``--n`` volumes of ``--cohort`` from ``--first`` on, or else the
+    default model's held-out volumes."""
+    if not args.cohort:
+        return heldout_cohort(args.cache)
+    cohort = np.load(args.cohort, mmap_mode="r")
+    return np.asarray(cohort[args.first : args.first + args.n])
+
+
 def main(argv=None):
     args = parse(argv)
     import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
@@ -71,11 +80,7 @@ def main(argv=None):
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
     model = LatentDiffusion3D.load(args.model or default_model_path())
-    if args.cohort:
-        cohort = np.load(args.cohort, mmap_mode="r")
-        real = np.asarray(cohort[args.first : args.first + args.n])
-    else:
-        real = heldout_cohort(args.cache)
+    real = real_volumes(args)
     model.predict(1, num_inference_steps=2, progress=False)  # trace once
     rows = []
     for setting in args.settings:

@@ -54,8 +54,9 @@ setup(
         ],
         "gpu": [f"tensorflow[and-cuda]>={TF_MIN}"],
         "test": ["pytest>=7", "scikit-image>=0.21", "nilearn>=0.10", "jax>=0.4.30"],
-        # the other Keras backends the model code is tested on (the PyTorch
-        # wheel is large, so CI's test extra has JAX only)
+        # the other Keras backends the model code runs on (PyPI's Linux
+        # PyTorch wheel brings GBs of CUDA: the test extra has JAX only, and
+        # the README's test command adds PyTorch's CPU build)
         "backends": ["jax>=0.4.30", "torch>=2.1"],
         "doc": ["sphinx>=7", "sphinx-gallery>=0.15", "nilearn>=0.10"],
         "default-model": ["nilearn>=0.10"],

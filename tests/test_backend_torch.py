@@ -1,8 +1,9 @@
 """The model code on Keras' PyTorch backend: both classes fit, predict and
 save there, and their files give the same outputs on TensorFlow.
 
-PyTorch is not part of the ``test`` extra (its wheel is large); install it,
-or ``pip install ".[test,backends]"``, to run this module.
+PyTorch is not part of the ``test`` extra (PyPI's Linux wheel carries CUDA
+libraries of several GB): the README's test command, which CI runs, installs
+its CPU build beside it; without PyTorch this module is skipped.
 """
 
 import os

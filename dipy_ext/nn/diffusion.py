@@ -24,21 +24,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dipy_ext.nn._backend import dtype_policy, keras, ops, seeded
-from dipy_ext.nn.distribute import (
-    BuiltBeforeFit,
-    is_chief,
-    make_strategy,
-    strategy_scope,
-)
+from dipy_ext.nn.distribute import BuiltBeforeFit, make_strategy, strategy_scope
 from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
 from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
     ArrayBatches,
     as_volume_batch,
-    keras_verbosity,
+    fit_in_scope,
     learning_rate_schedule,
-    training_callbacks,
 )
 from dipy_ext.nn.unet import build_unet
 from dipy_ext.nn.vqvae import VQVAE3D
@@ -531,19 +525,16 @@ class LatentDiffusion3D(SavedModel):
                     ema_momentum=0.99 if ema_momentum is None else ema_momentum,
                 ),
             )
-        with strategy_scope(strategy):  # keras.distribution shards data in fit
-            history = trainer.fit(
-                train,
-                epochs=epochs,
-                # the batches shuffle themselves from the model's seed; Keras'
-                # own shuffle would draw from Python's global generator
-                shuffle=False,
-                validation_data=val,
-                callbacks=training_callbacks(
-                    callbacks, checkpoint_dir=checkpoint_dir, chief=is_chief()
-                ),
-                verbose=keras_verbosity(self.verbose),
-            )
+        history = fit_in_scope(
+            trainer,
+            train,
+            epochs=epochs,
+            validation_data=val,
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+            strategy=strategy,
+            verbose=self.verbose,
+        )
         if trainer is not self.trainer:  # the averaged weights, back home
             self.unet.set_weights(trainer.unet.get_weights())
         return history

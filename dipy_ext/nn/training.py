@@ -1,4 +1,4 @@
-"""What both models' ``fit`` share: input checks, batches, callbacks."""
+"""What both models' ``fit`` share: input checks, batches, callbacks, the fit."""
 
 from pathlib import Path
 import sys
@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from dipy_ext.nn._backend import keras
+from dipy_ext.nn.distribute import ChiefBackupAndRestore, is_chief, strategy_scope
 
 
 def keras_verbosity(verbose):
@@ -182,8 +183,6 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=(), chief=T
     The backup is removed once training completes. Only the ``chief`` of a
     cluster writes backups; every worker restores from them.
     """
-    from dipy_ext.nn.distribute import ChiefBackupAndRestore
-
     out = [StopOnNonFinite(), *extra, *(callbacks or [])]
     if checkpoint_dir is not None:
         if chief:
@@ -196,3 +195,36 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=(), chief=T
             ),
         )
     return out
+
+
+def fit_in_scope(
+    trainer,
+    train,
+    *,
+    epochs,
+    validation_data,
+    callbacks,
+    checkpoint_dir,
+    strategy,
+    verbose,
+    extra_callbacks=(),
+):
+    """Keras ``fit`` as both models run it: resumable, our callbacks around
+    the user's, inside the strategy's scope (``keras.distribution`` shards
+    the data in ``fit``)."""
+    with strategy_scope(strategy):
+        return trainer.fit(
+            train,
+            epochs=epochs,
+            # the batches shuffle themselves from the model's seed; Keras'
+            # own shuffle would draw from Python's global generator
+            shuffle=False,
+            validation_data=validation_data,
+            callbacks=training_callbacks(
+                callbacks,
+                checkpoint_dir=checkpoint_dir,
+                extra=extra_callbacks,
+                chief=is_chief(),
+            ),
+            verbose=keras_verbosity(verbose),
+        )

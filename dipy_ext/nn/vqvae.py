@@ -21,7 +21,7 @@ import numpy as np
 from dipy_ext.nn._backend import dtype_policy, keras, layers, ops, seeded
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
-from dipy_ext.nn.distribute import is_chief, make_strategy, strategy_scope
+from dipy_ext.nn.distribute import make_strategy, strategy_scope
 from dipy_ext.nn.layers import (
     ResBlock3D,
     SpaceToDepth3D,
@@ -36,9 +36,8 @@ from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perp
 from dipy_ext.nn.training import (
     ArrayBatches,
     as_volume_batch,
-    keras_verbosity,
+    fit_in_scope,
     learning_rate_schedule,
-    training_callbacks,
 )
 from dipy_ext.preprocessing import grid_affine, skull_stripped
 
@@ -483,22 +482,17 @@ class VQVAE3D(SavedModel):
                 discriminator_channels=discriminator_channels,
             )
         self.trainer = trainer
-        with strategy_scope(strategy):  # keras.distribution shards data in fit
-            history = trainer.fit(
-                train,
-                epochs=epochs,
-                # the batches shuffle themselves from the model's seed; Keras'
-                # own shuffle would draw from Python's global generator
-                shuffle=False,
-                validation_data=val,
-                callbacks=training_callbacks(
-                    callbacks,
-                    checkpoint_dir=checkpoint_dir,
-                    extra=[CodebookUsage(network.quantizer)],
-                    chief=is_chief(),
-                ),
-                verbose=keras_verbosity(self.verbose),
-            )
+        history = fit_in_scope(
+            trainer,
+            train,
+            epochs=epochs,
+            validation_data=val,
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+            strategy=strategy,
+            verbose=self.verbose,
+            extra_callbacks=[CodebookUsage(network.quantizer)],
+        )
         if network is not self.network:
             self.network.set_weights(network.get_weights())
         return history

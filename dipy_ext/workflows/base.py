@@ -4,11 +4,35 @@ from contextlib import contextmanager
 import gzip
 from pathlib import Path
 import tempfile
+import textwrap
 
 import nibabel as nib
 import numpy as np
 
 from dipy_ext._files import atomic_path
+
+
+def doc_sections(**sections):
+    """Fill the ``{name}`` lines of a docstring with shared text.
+
+    DIPY builds each command's options and help from its ``run`` docstring;
+    options that several workflows share are described once and put in
+    place here, indented as the placeholder is.
+    """
+
+    def fill(func):
+        lines = []
+        for line in func.__doc__.splitlines():
+            name = line.strip()[1:-1]
+            if line.strip() == f"{{{name}}}" and name in sections:
+                indent = line[: len(line) - len(line.lstrip())]
+                lines.append(textwrap.indent(sections[name], indent).rstrip("\n"))
+            else:
+                lines.append(line)
+        func.__doc__ = "\n".join(lines)
+        return func
+
+    return fill
 
 
 def output_dir(out_dir):

@@ -17,7 +17,12 @@ from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
 import numpy as np
 
-from dipy_ext.workflows.base import as_triple, check_outputs, output_dir
+from dipy_ext.workflows.base import (
+    as_triple,
+    check_outputs,
+    doc_sections,
+    output_dir,
+)
 from dipy_ext.workflows.checkpoints import (
     claim_folder,
     history_logger,
@@ -25,6 +30,28 @@ from dipy_ext.workflows.checkpoints import (
     run_settings,
     set_aside_corrupt_backups,
 )
+
+# the options both training commands end with (doc_sections puts them in)
+RUN_OPTIONS_DOC = """\
+mixed_precision : bool, optional
+    bfloat16 mixed precision.
+distribute : string, optional
+    Data-parallel training: mirrored (the local GPUs), multi_worker (one
+    process per machine, the cluster in TF_CONFIG; only the chief writes
+    files, the checkpoint folder must be shared) or data_parallel (JAX
+    backend); empty: one device. batch_size is the global batch.
+seed : int, optional
+    Random seed.
+checkpoint_dir : string, optional
+    Training state backups; rerunning with the same folder resumes an
+    interrupted run (default: <out_dir>/<out_model>.checkpoints).
+out_dir : string, optional
+    Output folder.
+out_model : string, optional
+    Model file name.
+out_curves : string, optional
+    PNG of the training curves.
+"""
 
 
 def _prepare_cohort(input_files, mask_files, grid, reference, cache_folder):
@@ -159,6 +186,7 @@ class TrainVQVAE3DFlow(Workflow):
     def get_short_name(cls):
         return "train_vqvae3d"
 
+    @doc_sections(run_options=RUN_OPTIONS_DOC)
     def run(
         self,
         input_files,
@@ -245,25 +273,7 @@ class TrainVQVAE3DFlow(Workflow):
             Fraction of volumes held out for validation.
         flip_augment : bool, optional
             Random left-right flips.
-        mixed_precision : bool, optional
-            bfloat16 mixed precision.
-        distribute : string, optional
-            Data-parallel training: mirrored (the local GPUs), multi_worker
-            (one process per machine, the cluster in TF_CONFIG; only the
-            chief writes files, the checkpoint folder must be shared) or
-            data_parallel (JAX backend); empty: one device. batch_size is
-            the global batch.
-        seed : int, optional
-            Random seed.
-        checkpoint_dir : string, optional
-            Training state backups; rerunning with the same folder resumes an
-            interrupted run (default: <out_dir>/<out_model>.checkpoints).
-        out_dir : string, optional
-            Output folder.
-        out_model : string, optional
-            Model file name.
-        out_curves : string, optional
-            PNG of the training curves.
+        {run_options}
         """
         run = _TrainingRun(
             dict(locals()), [input_files, mask_files, reference], self._force_overwrite
@@ -372,6 +382,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
     def get_short_name(cls):
         return "train_latent_diffusion3d"
 
+    @doc_sections(run_options=RUN_OPTIONS_DOC)
     def run(
         self,
         input_files,
@@ -442,25 +453,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
             Fraction of volumes held out for validation.
         flip_augment : bool, optional
             Also train on left-right mirrored volumes.
-        mixed_precision : bool, optional
-            bfloat16 mixed precision.
-        distribute : string, optional
-            Data-parallel training: mirrored (the local GPUs), multi_worker
-            (one process per machine, the cluster in TF_CONFIG; only the
-            chief writes files, the checkpoint folder must be shared) or
-            data_parallel (JAX backend); empty: one device. batch_size is
-            the global batch.
-        seed : int, optional
-            Random seed.
-        checkpoint_dir : string, optional
-            Training state backups; rerunning with the same folder resumes
-            (default: <out_dir>/<out_model>.checkpoints).
-        out_dir : string, optional
-            Output folder.
-        out_model : string, optional
-            Model file name.
-        out_curves : string, optional
-            PNG of the training curves.
+        {run_options}
         """
         run = _TrainingRun(
             dict(locals()),

@@ -1,5 +1,6 @@
 """The DIPY workflows through Flow().run(...), and as installed console scripts."""
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 pytest.importorskip("keras")
 
 from dipy_ext.data import phantom_cohort  # noqa: E402
+from dipy_ext.workflows.base import doc_sections  # noqa: E402
 from dipy_ext.workflows.evaluation import EvaluateSynthesisFlow  # noqa: E402
 from dipy_ext.workflows.synthesis import SynthesizeBrainFlow  # noqa: E402
 from dipy_ext.workflows.training import (  # noqa: E402
@@ -632,3 +634,33 @@ def test_log_level_reaches_our_messages():
         dipy_logger.handlers[:] = saved[0]
         dipy_logger.setLevel(saved[1])
         dipy_logger.propagate = saved[2]
+
+
+def test_doc_sections_fills_placeholders_at_their_indent():
+    @doc_sections(shared="a : int\n    The a.\n")
+    def documented():
+        """Title.
+
+        Parameters
+        ----------
+        {shared}
+        {unknown}
+        b : int
+        """
+
+    assert inspect.getdoc(documented) == (
+        "Title.\n\nParameters\n----------\na : int\n    The a.\n{unknown}\nb : int"
+    )
+
+
+def test_training_commands_describe_their_shared_options():
+    from dipy.workflows.base import IntrospectiveArgumentParser
+
+    for flow in (TrainVQVAE3DFlow(), TrainLatentDiffusion3DFlow()):
+        parser = IntrospectiveArgumentParser()
+        parser.add_workflow(flow)
+        helps = {a.dest: a.help for a in parser._actions}
+        assert "TF_CONFIG" in helps["distribute"]
+        assert "resumes" in helps["checkpoint_dir"]
+        assert helps["out_curves"].startswith("PNG of the training curves")
+        assert "{run_options}" not in parser.description

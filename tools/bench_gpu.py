@@ -22,8 +22,8 @@ gives the GPU numbers on a GPU machine and the baseline on a CPU:
 import argparse
 import json
 import resource
-import time
 
+from bench_samplers import timed_synthesis
 import numpy as np
 from step_timing import step_timer
 
@@ -104,15 +104,11 @@ def sampling_speed(args):
     )
     options = {"sampler": "ddim", "eta": 1.0, "num_inference_steps": args.ddim_steps}
     ldm.predict(1, **options, progress=False)  # traces
-    t0 = time.perf_counter()
-    latents = ldm.sample_latents(args.samples, **options, seed=0, progress=False)
-    t1 = time.perf_counter()
-    ldm.decode(latents, batch_size=4)
-    t2 = time.perf_counter()
+    _, sampling, decoding = timed_synthesis(ldm, args.samples, seed=0, **options)
     return {
-        "sampling_seconds_per_volume": (t1 - t0) / args.samples,
-        "decoding_seconds_per_volume": (t2 - t1) / args.samples,
-        "seconds_per_volume": (t2 - t0) / args.samples,
+        "sampling_seconds_per_volume": sampling,
+        "decoding_seconds_per_volume": decoding,
+        "seconds_per_volume": sampling + decoding,
     }
 
 

@@ -73,6 +73,17 @@ def real_volumes(args):
     return np.asarray(cohort[args.first : args.first + args.n])
 
 
+def timed_synthesis(model, n, **sampling):
+    """``predict`` in its two timed parts, batch 4: returns the volumes and
+    the seconds per volume of sampling the latents and of decoding them."""
+    t0 = time.perf_counter()
+    latents = model.sample_latents(n, batch_size=4, progress=False, **sampling)
+    t1 = time.perf_counter()
+    volumes = model.decode(latents, batch_size=4)  # what predict does next
+    t2 = time.perf_counter()
+    return volumes, (t1 - t0) / n, (t2 - t1) / n
+
+
 def main(argv=None):
     args = parse(argv)
     import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
@@ -87,20 +98,14 @@ def main(argv=None):
     for setting in args.settings:
         name, steps, *eta = setting.split(":")
         eta = float(eta[0]) if eta else 0.0
-        t0 = time.perf_counter()
-        latents = model.sample_latents(
+        samples, sampling, decoding = timed_synthesis(
+            model,
             args.n,
             sampler=name,
             num_inference_steps=int(steps),
             eta=eta,
             seed=args.seed,
-            batch_size=4,
-            progress=False,
         )
-        t1 = time.perf_counter()
-        samples = model.decode(latents, batch_size=4)  # what predict does next
-        t2 = time.perf_counter()
-        sampling, decoding = (t1 - t0) / args.n, (t2 - t1) / args.n
         seconds = sampling + decoding
         report = evaluate_synthesis(real, samples, tissue=False, seed=0)
         rows.append(

@@ -49,12 +49,17 @@ class PatchDiscriminator3D(keras.Model):
         )
         self.logits = layers.Conv3D(1, 4, padding="same", dtype="float32")
 
-    def call(self, x):
+    def call(self, x, return_features=False):
+        """Logits of each patch; with ``return_features`` also the output of
+        every block (what feature matching compares)."""
+        features = []
         for block in self.blocks:
             for layer in block:
                 x = layer(x)
             x = ops.leaky_relu(x, 0.2)
-        return self.logits(x)
+            features.append(x)
+        logits = self.logits(x)
+        return (logits, features) if return_features else logits
 
     def get_config(self):
         return {

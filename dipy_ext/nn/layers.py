@@ -165,6 +165,41 @@ class SubpixelConv3D(layers.Layer):
         return {**super().get_config(), "channels": self.channels}
 
 
+def _upsample_axis(x, axis):
+    """Double one spatial axis by linear interpolation (half-voxel centres,
+    edges replicated): new voxels at 1/4 and 3/4 between old centres."""
+    n = ops.shape(x)[axis]
+    first = ops.take(x, ops.arange(0, 1), axis=axis)
+    last = ops.take(x, ops.arange(n - 1, n), axis=axis)
+    before = ops.concatenate(
+        [first, ops.take(x, ops.arange(0, n - 1), axis=axis)], axis
+    )
+    after = ops.concatenate([ops.take(x, ops.arange(1, n), axis=axis), last], axis)
+    even = 0.75 * x + 0.25 * before
+    odd = 0.75 * x + 0.25 * after
+    both = ops.stack([even, odd], axis=axis + 1)
+    shape = [ops.shape(x)[i] for i in range(5)]
+    shape[axis] = 2 * n
+    return ops.reshape(both, shape)
+
+
+class TrilinearUpsample3D(layers.Layer):
+    """Double each spatial axis by trilinear interpolation (no weights).
+
+    Unlike a sub-pixel convolution or a nearest-neighbour resize, every
+    output voxel is made the same way from its neighbourhood, so the
+    convolutions that follow cannot leave a pattern at the 2-voxel period.
+    """
+
+    def call(self, x):
+        for axis in (1, 2, 3):
+            x = _upsample_axis(x, axis)
+        return x
+
+    def compute_output_shape(self, s):
+        return (s[0], *(None if d is None else 2 * d for d in s[1:4]), s[4])
+
+
 class ResBlock3D(layers.Layer):
     """GroupNorm-SiLU-Conv twice, plus a (projected) skip connection.
 

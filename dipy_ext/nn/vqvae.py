@@ -18,7 +18,7 @@ more than half of a training step's time for a sixth of the useful work.
 
 import numpy as np
 
-from dipy_ext.nn._backend import dtype_policy, keras, layers, ops, seeded
+from dipy_ext.nn._backend import dtype_policy, keras, layers, seeded
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
 from dipy_ext.nn.distribute import make_strategy, strategy_scope
@@ -26,13 +26,15 @@ from dipy_ext.nn.layers import (
     ResBlock3D,
     SpaceToDepth3D,
     SubpixelConv3D,
+    TrilinearUpsample3D,
     Upsample3D,
     downsample,
     group_norm,
 )
 from dipy_ext.nn.losses import check_structure_losses, reconstruction_loss
 from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
-from dipy_ext.nn.quantizer import CodebookUsage, VectorQuantizer, usage_and_perplexity
+from dipy_ext.nn.optimizers import TwoGroupAdam
+from dipy_ext.nn.quantizer import CodebookUsage, make_quantizer, usage_and_perplexity
 from dipy_ext.nn.training import (
     ArrayBatches,
     as_volume_batch,
@@ -55,6 +57,23 @@ def _checked_intensity_map(knots):
     if np.any(np.diff(knots[0]) <= 0):
         raise ValueError("intensity_map's decoded intensities should increase")
     return knots
+
+
+OUTPUT_STAGES = ("subpixel", "interpolate")
+# channels of the full-resolution head of the "interpolate" output stage
+HEAD_CHANNELS = 16
+
+
+def _quantizer_spec(quantizer, **vq_options):
+    """A quantizer spec from a kind or a spec, "vq"/"rvq" gaps filled."""
+    spec = {"kind": quantizer} if isinstance(quantizer, str) else dict(quantizer)
+    if spec.get("kind") in ("vq", "rvq"):
+        spec = {**vq_options, **spec}
+        for name in ("num_embeddings", "embedding_dim"):
+            spec[name] = int(spec[name])
+        for name in ("commitment_cost", "decay", "dead_code_threshold"):
+            spec[name] = float(spec[name])
+    return spec
 
 
 def _per_level(value, levels, name):
@@ -88,10 +107,13 @@ def build_encoder(
     return keras.Model(inputs, z, name="encoder")
 
 
-def build_decoder(
-    channels, num_res_blocks, embedding_dim, groups, dtype, pixel_shuffle
-):
-    """Functional decoder: (x, y, z, embedding_dim) -> (X, Y, Z, 1)."""
+def build_decoder(channels, num_res_blocks, embedding_dim, groups, dtype, output):
+    """Functional decoder: (x, y, z, embedding_dim) -> (X, Y, Z, 1).
+
+    ``output``: "subpixel" or "interpolate" (a last 2x step to full
+    resolution, see ``VQVAE3D(output_stage=...)``), or "conv" (no last
+    step: the layout without pixel shuffling).
+    """
     x = inputs = keras.Input((None, None, None, embedding_dim), name="latent")
     x = layers.Conv3D(channels[-1], 3, padding="same", dtype=dtype)(x)
     for level in reversed(range(len(channels))):
@@ -101,9 +123,16 @@ def build_decoder(
             x = Upsample3D(channels[level - 1], dtype=dtype)(x)
     x = group_norm(channels[0], groups, dtype=dtype)(x)
     x = layers.Activation("silu", dtype=dtype)(x)
-    if pixel_shuffle:
+    if output == "subpixel":
         # sub-pixel output: 8 voxels predicted per half-resolution voxel
         out = SubpixelConv3D(1, dtype="float32", name="to_volume")(x)
+    elif output == "interpolate":
+        # few channels at full resolution, the same filters at every voxel
+        x = layers.Conv3D(HEAD_CHANNELS, 1, dtype=dtype)(x)
+        x = TrilinearUpsample3D(dtype=dtype)(x)
+        x = layers.Conv3D(HEAD_CHANNELS, 3, padding="same", dtype=dtype)(x)
+        x = layers.Activation("silu", dtype=dtype)(x)
+        out = layers.Conv3D(1, 3, padding="same", dtype="float32", name="to_volume")(x)
     else:
         out = layers.Conv3D(1, 3, padding="same", dtype="float32", name="to_volume")(x)
     return keras.Model(inputs, out, name="decoder")
@@ -134,11 +163,13 @@ class VQVAE3D(SavedModel):
         channels=(32, 64),
         num_res_blocks=1,
         pixel_shuffle=True,
+        quantizer="vq",
         num_embeddings=512,
         embedding_dim=8,
         commitment_cost=0.25,
         decay=0.99,
         dead_code_threshold=1.0,
+        output_stage="subpixel",
         groups=8,
         loss="l1",
         background_weight=1.0,
@@ -167,16 +198,30 @@ class VQVAE3D(SavedModel):
             runs at half resolution: the compression factor per axis is
             ``2 ** len(channels)`` (else ``2 ** (len(channels) - 1)``), and a
             training step costs about a third.
+        quantizer : {"vq", "fsq", "rvq"} or dict, optional
+            The quantizer (:mod:`dipy_ext.nn.quantizer`): a kind, or a spec
+            ``{"kind": ..., **options}`` such as ``{"kind": "fsq", "levels":
+            [8, 8, 8, 5, 5, 5]}`` or ``{"kind": "rvq", "stages": 2}``. The
+            options below fill what a "vq" or "rvq" spec leaves out.
         num_embeddings : int, optional
-            Codebook size.
+            Codebook size ("vq", "rvq").
         embedding_dim : int, optional
-            Latent channels (length of a code).
+            Latent channels (length of a code; "vq", "rvq"; FSQ has one
+            channel per level).
         commitment_cost : float, optional
-            Weight of the commitment loss.
+            Weight of the commitment loss ("vq", "rvq").
         decay : float, optional
-            EMA decay of the codebook.
+            EMA decay of the codebook ("vq", "rvq").
         dead_code_threshold : float, optional
-            Codes whose EMA count per batch falls below this are restarted.
+            Codes whose EMA count per batch falls below this are restarted
+            ("vq", "rvq").
+        output_stage : {"subpixel", "interpolate"}, optional
+            How the decoder's last level returns to full resolution (with
+            ``pixel_shuffle``): "subpixel" predicts each 2x2x2 block's eight
+            voxels from separate filters, which drift apart in training and
+            leave a 2-voxel grid; "interpolate" upsamples features
+            trilinearly and finishes with convolutions at full resolution,
+            the same filter at every voxel (no grid).
         groups : int, optional
             GroupNormalization groups.
         loss : {"l1", "l2"}, optional
@@ -226,11 +271,25 @@ class VQVAE3D(SavedModel):
                 f"(the compression factor), got {self.input_shape}"
             )
         self.latent_shape = tuple(s // factor for s in self.input_shape)
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        self.quantizer_spec = _quantizer_spec(
+            quantizer,
+            num_embeddings=num_embeddings,
+            embedding_dim=embedding_dim,
+            commitment_cost=commitment_cost,
+            decay=decay,
+            dead_code_threshold=dead_code_threshold,
+        )
+        probe = make_quantizer(self.quantizer_spec)
+        self.num_embeddings = probe.num_codes
+        self.embedding_dim = probe.embedding_dim
         self.commitment_cost = float(commitment_cost)
         self.decay = float(decay)
         self.dead_code_threshold = float(dead_code_threshold)
+        if output_stage not in OUTPUT_STAGES:
+            raise ValueError(
+                f"output_stage should be one of {OUTPUT_STAGES}, got {output_stage!r}"
+            )
+        self.output_stage = output_stage
         self.groups = int(groups)
         self.loss = loss
         self.background_weight = float(background_weight)
@@ -264,18 +323,11 @@ class VQVAE3D(SavedModel):
         """A new, built encoder -> quantizer -> decoder network."""
         dtype = dtype_policy(self.mixed_precision)
         args = (self.channels, self.num_res_blocks, self.embedding_dim, self.groups)
+        output = self.output_stage if self.pixel_shuffle else "conv"
         network = VQVAENetwork(
             build_encoder(*args, dtype, self.pixel_shuffle),
-            VectorQuantizer(
-                self.num_embeddings,
-                self.embedding_dim,
-                commitment_cost=self.commitment_cost,
-                decay=self.decay,
-                dead_code_threshold=self.dead_code_threshold,
-                seed=self.seed,
-                name="quantizer",
-            ),
-            build_decoder(*args, dtype, self.pixel_shuffle),
+            make_quantizer(self.quantizer_spec, seed=self.seed),
+            build_decoder(*args, dtype, output),
         )
         network(np.zeros((1, *self.input_shape, 1), np.float32))  # build
         return network
@@ -287,6 +339,8 @@ class VQVAE3D(SavedModel):
             "channels": list(self.channels),
             "num_res_blocks": list(self.num_res_blocks),
             "pixel_shuffle": self.pixel_shuffle,
+            "output_stage": self.output_stage,
+            "quantizer": dict(self.quantizer_spec),
             "num_embeddings": self.num_embeddings,
             "embedding_dim": self.embedding_dim,
             "commitment_cost": self.commitment_cost,
@@ -310,8 +364,9 @@ class VQVAE3D(SavedModel):
 
     @property
     def codebook(self):
-        """The codebook, ``(num_embeddings, embedding_dim)`` numpy array."""
-        return ops.convert_to_numpy(self.quantizer.embeddings)
+        """The quantizer's code vectors (``(num_embeddings, embedding_dim)``
+        for "vq"), numpy."""
+        return self.quantizer.codebook
 
     def count_params(self):
         """Number of weights (trainable or not)."""
@@ -335,6 +390,8 @@ class VQVAE3D(SavedModel):
         adversarial_start=None,
         adversarial_loss="hinge",
         discriminator_channels=16,
+        discriminator_learning_rate=None,
+        feature_matching=0.0,
         distribute=None,
     ):
         """Train on volumes already on the model grid, in [0, 1].
@@ -382,6 +439,13 @@ class VQVAE3D(SavedModel):
         adversarial_loss : {"hinge", "least_squares", "non_saturating"}, optional
         discriminator_channels : int, optional
             First-layer channels of the discriminator.
+        discriminator_learning_rate : float, optional
+            Peak learning rate of the discriminator's own Adam (beta_1 0.5,
+            the same warm-up and decay); default twice ``learning_rate``.
+        feature_matching : float, optional
+            Weight of discriminator feature matching: L1 between the
+            discriminator's block outputs on real and reconstructed patches,
+            a perceptual loss that needs no pretrained network (0: none).
         distribute : str or strategy, optional
             Data-parallel training: "mirrored" (local GPUs),
             "multi_worker" (a cluster in ``TF_CONFIG``), "data_parallel"
@@ -424,9 +488,13 @@ class VQVAE3D(SavedModel):
                 or value < low
             ):
                 raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
+        if discriminator_learning_rate is None:
+            discriminator_learning_rate = 2 * learning_rate
         for name, value in (
             ("learning_rate", learning_rate),
             ("adversarial_weight", adversarial_weight),
+            ("discriminator_learning_rate", discriminator_learning_rate),
+            ("feature_matching", feature_matching),
         ):
             if not (
                 isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
@@ -480,6 +548,8 @@ class VQVAE3D(SavedModel):
                 adversarial_start=adversarial_start,
                 adversarial_loss=adversarial_loss,
                 discriminator_channels=discriminator_channels,
+                discriminator_learning_rate=discriminator_learning_rate,
+                feature_matching=feature_matching,
             )
         self.trainer = trainer
         history = fit_in_scope(
@@ -498,7 +568,15 @@ class VQVAE3D(SavedModel):
         return history
 
     def _compiled_trainer(
-        self, network, train, epochs, learning_rate, patch_shape, **losses
+        self,
+        network,
+        train,
+        epochs,
+        learning_rate,
+        patch_shape,
+        *,
+        discriminator_learning_rate,
+        **losses,
     ):
         # the discriminator's initial weights come from the seed too (not
         # from whatever Keras' global generator holds): fits are repeatable
@@ -511,9 +589,13 @@ class VQVAE3D(SavedModel):
                 **losses,
             )
             trainer.build_for(patch_shape or self.input_shape)
+        disc = trainer.discriminator
         trainer.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate_schedule(learning_rate, epochs * len(train))
+            optimizer=TwoGroupAdam(
+                learning_rate_schedule(learning_rate, epochs * len(train)),
+                second=[] if disc is None else disc.trainable_variables,
+                second_lr_ratio=discriminator_learning_rate / max(learning_rate, 1e-12),
+                second_beta_1=0.5,
             )
         )
         return trainer
@@ -568,20 +650,12 @@ class VQVAE3D(SavedModel):
         data, single = as_volume_batch(volumes, self.input_shape)
         z = self.encoder.predict(data[..., None], batch_size=batch_size, verbose=0)
         indices = self.nearest_codes(np.asarray(z, dtype=np.float32))
-        out = indices if return_indices else self.codebook[indices]
+        out = indices if return_indices else self.quantizer.code_vectors(indices)
         return out[0] if single else out
 
     def nearest_codes(self, latents):
-        """Index of the nearest code for each latent vector (numpy)."""
-        codebook = self.codebook
-        flat = np.asarray(latents, dtype=np.float32).reshape(-1, self.embedding_dim)
-        idx = np.empty(len(flat), dtype=np.int64)
-        sq = (codebook**2).sum(axis=1)
-        for start in range(0, len(flat), 65536):  # bound the distance matrix
-            chunk = flat[start : start + 65536]
-            dist = sq[None, :] - 2.0 * chunk @ codebook.T
-            idx[start : start + 65536] = dist.argmin(axis=1)
-        return idx.reshape(np.shape(latents)[:-1])
+        """Indices of the nearest code for each latent vector (numpy)."""
+        return self.quantizer.codes(latents)
 
     def decode(self, latents, *, quantize=True, batch_size=1):
         """Volumes from latents.
@@ -615,7 +689,7 @@ class VQVAE3D(SavedModel):
                 f"got {latents.shape}"
             )
         if quantize:
-            latents = self.codebook[self.nearest_codes(latents)]
+            latents = self.quantizer.snap(latents)
         out = self.decoder.predict(latents, batch_size=batch_size, verbose=0)
         out = self._as_volumes(out)
         return out[0] if single else out
@@ -676,13 +750,13 @@ class VQVAE3D(SavedModel):
         (pure noise through the VQ-VAE); a baseline for generated samples.
         """
         rng = np.random.default_rng(seed)
-        indices = rng.integers(self.num_embeddings, size=(n, *self.latent_shape))
-        return self.codebook[indices]
+        indices = self.quantizer.random_codes((n, *self.latent_shape), rng)
+        return self.quantizer.code_vectors(indices)
 
     def codebook_usage(self, volumes, *, batch_size=1):
         """Usage (fraction of codes chosen) and perplexity on some volumes."""
         indices = self.encode(volumes, batch_size=batch_size, return_indices=True)
-        counts = np.bincount(np.ravel(indices), minlength=self.num_embeddings)
+        counts = self.quantizer.code_counts(indices)
         usage, perplexity = usage_and_perplexity(counts)
         return {"codebook_usage": usage, "perplexity": perplexity}
 

@@ -197,33 +197,39 @@ def unet_probe(latent_shape, latent_channels, batch, steps):
     )
 
 
-def train_recipe(name, args, train, heldout):
-    from step_timing import step_timer
-
+def build(name, args, shape):
     from dipy_ext.nn.vqvae import VQVAE3D
 
-    options, fit_options = RECIPES[name]
-    vq = VQVAE3D(
-        input_shape=train.shape[1:],
+    options, _ = RECIPES[name]
+    return VQVAE3D(
+        input_shape=shape,
         seed=args.seed,
         verbose=False,
         background_threshold=0.05,
         **options,
     )
-    patch = (args.patch,) * 3
+
+
+def step_seconds(name, args, train):
+    """Median seconds per training step of a recipe (a few steps, alone)."""
+    from step_timing import step_timer
+
     timer = step_timer()
-    probe = VQVAE3D(
-        input_shape=train.shape[1:], seed=args.seed, verbose=False, **options
-    )
-    probe.fit(
-        train[:8],
+    build(name, args, train.shape[1:]).fit(
+        np.asarray(train[:8]),
         epochs=1,
         batch_size=args.batch,
-        patch_shape=patch,
+        patch_shape=(args.patch,) * 3,
         callbacks=[timer],
-        **fit_options,
+        **RECIPES[name][1],
     )
-    step = float(np.median(timer.times[1:]))
+    return float(np.median(timer.times[1:]))
+
+
+def train_recipe(name, args, train, heldout, step):
+    """Train for the steps that fit ``--minutes`` at ``step`` s/step, then
+    measure the reconstructions of the held-out volumes."""
+    vq = build(name, args, train.shape[1:])
     steps = max(int(args.minutes * 60 / step), 10)
     # whole epochs over a slice of the training volumes: the full schedule
     epochs = math.ceil(steps * args.batch / len(train))
@@ -234,14 +240,15 @@ def train_recipe(name, args, train, heldout):
         epochs=epochs,
         batch_size=args.batch,
         learning_rate=args.lr,
-        patch_shape=patch,
+        patch_shape=(args.patch,) * 3,
         flip_augment=True,
-        **fit_options,
+        **RECIPES[name][1],
     )
     minutes = (time.perf_counter() - t0) / 60
     recon = vq.predict(heldout)
     r = report(heldout, recon, seed=args.seed)
     usage = vq.codebook_usage(heldout)
+    bits = np.log2(vq.num_embeddings) * vq.quantizer.index_channels
     r.update(
         recipe=name,
         step_seconds=step,
@@ -250,8 +257,7 @@ def train_recipe(name, args, train, heldout):
         latent_shape=list(vq.latent_shape),
         embedding_dim=vq.embedding_dim,
         codebook_usage=usage["codebook_usage"],
-        bits_per_position=float(np.log2(vq.num_embeddings))
-        * vq.quantizer.index_channels,
+        bits_per_position=float(bits),
         disc_accuracy=hist.history.get("disc_accuracy", [None])[-1],
         **unet_cost(vq.latent_shape, vq.embedding_dim),
     )
@@ -271,8 +277,11 @@ def main(argv=None):
     if args.ladder:
         results["ladder"] = ladder(heldout)
     train = cohort[: args.n_train]
+    # step times first, one after another on an otherwise idle machine
+    steps = {name: step_seconds(name, args, train) for name in args.recipes}
+    print("seconds per step:", steps, flush=True)
     for name in args.recipes:
-        r, recon = train_recipe(name, args, train, heldout)
+        r, recon = train_recipe(name, args, train, heldout, steps[name])
         results[name] = r
         print(json.dumps(r, default=float), flush=True)
         np.save(out / f"{name}_recon.npy", recon[:4])

@@ -89,44 +89,50 @@ def spectral_spikes(volumes, periods=(2, 4, 8)):
     return {int(p): spectral_spike(volumes, p) for p in periods}
 
 
-def radial_power_spectrum(volumes, *, bins=None):
+def radial_power_spectrum(volumes, *, bin_width=None):
     """Radially averaged 3-D power spectrum, averaged over volumes.
 
-    Frequencies are in cycles per voxel (0 to 0.5, up to ``sqrt(3)/2`` in
-    the corners, which are left out); ``bins`` (default: half the smallest
-    axis) equal-width shells from 0 to 0.5. Returns ``(centres, power)``.
+    Frequencies are in cycles per voxel, from 0 to the corner of the
+    spectrum (``sqrt(3)/2``, where a 3-D checkerboard lies), in shells of
+    ``bin_width`` (default: 1 / the smallest axis). Returns
+    ``(centres, power)``.
     """
     v = _volumes(volumes)
     shape = v.shape[1:]
-    bins = min(shape) // 2 if bins is None else int(bins)
+    width = 1.0 / min(shape) if bin_width is None else float(bin_width)
     freqs = np.meshgrid(
         *(np.fft.fftfreq(n) for n in shape[:2]),
         np.fft.rfftfreq(shape[2]),
         indexing="ij",
     )
-    radius = np.sqrt(sum(f**2 for f in freqs))
-    shell = np.minimum((radius / 0.5 * bins).astype(int), bins)  # bins: corners
-    counts = np.bincount(shell.ravel(), minlength=bins + 1)[:bins]
+    shell = (np.sqrt(sum(f**2 for f in freqs)) / width).astype(int).ravel()
+    bins = shell.max() + 1
+    counts = np.bincount(shell, minlength=bins)
     total = np.zeros(bins)
     for volume in v:
         power = np.abs(np.fft.rfftn(volume - volume.mean())) ** 2
-        total += np.bincount(shell.ravel(), power.ravel(), minlength=bins + 1)[:bins]
-    centres = (np.arange(bins) + 0.5) * 0.5 / bins
-    return centres, total / np.maximum(counts, 1) / len(v)
+        total += np.bincount(shell, power.ravel(), minlength=bins)
+    keep = counts > 0
+    centres = (np.arange(bins) + 0.5) * width
+    return centres[keep], total[keep] / counts[keep] / len(v)
 
 
 def spectrum_distance(real, other, *, min_frequency=0.02):
     """Mean |log10 power ratio| between two sets' radial spectra.
 
     0 means the same spectrum; 0.1 is a 26% power difference on average
-    over frequencies from ``min_frequency`` to 0.5 cycles per voxel. Blur
-    (power lost at high frequencies) and grids or noise (power added) both
-    raise it.
+    over the shells from ``min_frequency`` cycles per voxel to the corner of
+    the spectrum. Blur (power lost at high frequencies) and grids or noise
+    (power added) both raise it. Both sets need the same volume shape.
     """
     f, p_real = radial_power_spectrum(real)
-    _, p_other = radial_power_spectrum(other, bins=len(f))
+    f_other, p_other = radial_power_spectrum(other)
+    if len(f) != len(f_other) or not np.allclose(f, f_other):
+        raise ValueError("spectrum_distance needs volumes of one shape in both sets")
     keep = f >= min_frequency
-    ratio = np.log10(np.maximum(p_other[keep], 1e-30) / np.maximum(p_real[keep], 1e-30))
+    ratio = np.log10(
+        np.maximum(p_other[keep], 1e-30) / np.maximum(p_real[keep], 1e-30)
+    )
     return float(np.mean(np.abs(ratio)))
 
 

@@ -30,6 +30,8 @@ import numpy as np
 from dipy_ext.nn._backend import keras, layers, ops
 
 QUANTIZERS = {}
+# FSQ alphabets larger than this count usage per channel and level
+MAX_COUNTED_CODES = 2**20
 
 
 def register_quantizer(kind):
@@ -56,7 +58,7 @@ def make_quantizer(spec, *, seed=None, name="quantizer"):
         )
     try:
         return QUANTIZERS[kind](**spec, seed=seed, name=name)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"bad options for the {kind!r} quantizer: {e}") from e
 
 
@@ -114,10 +116,14 @@ class Quantizer(layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
 
+    def usage_size(self):
+        """Length of the use counter: one count per code (per index channel)."""
+        return self.num_codes * self.index_channels
+
     def build_usage(self):
         """The per-code use counter read by :class:`CodebookUsage`."""
         self.usage_count = self.add_weight(
-            shape=(self.num_codes * self.index_channels,),
+            shape=(self.usage_size(),),
             initializer="zeros",
             name="usage_count",
             trainable=False,
@@ -132,9 +138,7 @@ class Quantizer(layers.Layer):
         flat = ops.reshape(ops.cast(flat, "int32") + offsets[None, :], (-1,))
         ones = ops.ones(ops.shape(flat), "float32")
         self.usage_count.assign_add(
-            ops.segment_sum(
-                ones, flat, num_segments=self.num_codes * self.index_channels
-            )
+            ops.segment_sum(ones, flat, num_segments=self.usage_size())
         )
 
     def code_counts(self, indices):
@@ -495,6 +499,11 @@ class FiniteScalarQuantizer(Quantizer):
         self.levels = levels
         self.embedding_dim = len(levels)
         self.num_codes = int(np.prod(levels))
+        if self.num_codes >= 2**31:
+            raise ValueError(
+                f"FSQ levels {levels} make {self.num_codes} codes; at most 2^31 - 1 "
+                "(code indices are int32)"
+            )
         self.index_channels = 1
         lv = np.asarray(levels, np.float64)
         eps = 1e-3
@@ -506,6 +515,36 @@ class FiniteScalarQuantizer(Quantizer):
 
     def build(self, input_shape):
         self.build_usage()
+
+    def usage_size(self):
+        """Per code, or past :data:`MAX_COUNTED_CODES` codes per channel and
+        level (a counter of billions of codes would not fit in memory)."""
+        if self.num_codes <= MAX_COUNTED_CODES:
+            return self.num_codes
+        return len(self.levels) * max(self.levels)
+
+    def _counted(self, digits, indices, xp):
+        """What the usage counter counts: the codes, or each channel's level."""
+        if self.num_codes <= MAX_COUNTED_CODES:
+            return indices
+        offsets = xp.arange(len(self.levels)) * max(self.levels)
+        return digits + offsets
+
+    def count_usage(self, counted):
+        flat = ops.reshape(ops.cast(counted, "int32"), (-1,))
+        self.usage_count.assign_add(
+            ops.segment_sum(
+                ops.ones(ops.shape(flat), "float32"),
+                flat,
+                num_segments=self.usage_size(),
+            )
+        )
+
+    def code_counts(self, indices):
+        indices = np.asarray(indices, np.int64)
+        digits = (indices[..., None] // self._basis) % np.asarray(self.levels)
+        counted = self._counted(digits, indices, np)
+        return np.bincount(np.ravel(counted), minlength=self.usage_size())
 
     def call(self, z, training=False):
         z = ops.cast(z, "float32")
@@ -521,7 +560,7 @@ class FiniteScalarQuantizer(Quantizer):
             digits * ops.convert_to_tensor(self._basis.astype(np.int32)), axis=-1
         )
         if training:
-            self.count_usage(indices)
+            self.count_usage(self._counted(digits, indices, ops))
         return quantized, indices
 
     def _digits(self, latents):

@@ -42,11 +42,15 @@ def _reconstruction(vqvae_file, real, seed):
             f"'{vqvae_file}' {vq.input_shape}"
         )
     report = reconstruction_report(real, vq.predict(real), seed=seed)
+    dice = report["tissue_dice"]
+    spikes = ", ".join(f"{p}: {v:.2f}" for p, v in report["spectral_spike"].items())
     logger.info(
         f"Reconstructions by {vqvae_file}: PSNR {report['psnr_db']:.2f} dB, SSIM "
-        f"{report['ssim']:.4f}, sharpness ratio {report['sharpness_ratio']:.3f}, "
-        f"classifier accuracy vs real "
-        f"{report['classifier_two_sample_test']['accuracy']:.2f}"
+        f"{report['ssim']:.4f}, tissue Dice GM {dice['gm']:.3f} / WM "
+        f"{dice['wm']:.3f}, spectral spikes ({spikes}; 1.0 = no grid), spectrum "
+        f"distance {report['spectrum_distance']:.3f}, sharpness ratio "
+        f"{report['sharpness_ratio']:.3f}, classifier accuracy vs "
+        f"real {report['classifier_two_sample_test']['accuracy']:.2f}"
     )
     return report
 

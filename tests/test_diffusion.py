@@ -123,7 +123,7 @@ def test_bad_arguments(tiny_vq):
     with pytest.raises(ValueError, match="guidance_scale"):
         ldm.predict(1, guidance_scale=3.0)
     for bad in (float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match="eta should be a finite number"):
+        with pytest.raises(ValueError, match="eta should be a number from 0 to 1"):
             ldm.predict(1, num_inference_steps=5, eta=bad)
         with pytest.raises(ValueError, match="guidance_scale should be a finite"):
             ldm.predict(1, num_inference_steps=5, guidance_scale=bad)

@@ -171,3 +171,17 @@ def test_skull_stripped_keeps_the_brain_only():
     npt.assert_allclose(out[:, 11, 11, 11], 0.01)
     assert (out[:, 4:20, 4:20, 4:20] > 0).mean() > 0.95
     npt.assert_array_equal(skull_stripped(np.full((8, 8, 8), 0.01), 0.05), 0.0)
+
+
+def test_skull_stripped_cuts_a_speck_joined_by_a_thin_strand():
+    """Issue 18: specks outside the brain, touching it by a strand, are cut;
+    the brain's own thin parts (a 1-voxel cortex fold) are kept."""
+    v = np.zeros((1, 32, 32, 32), np.float32)
+    v[0, 6:26, 6:26, 6:26] = 0.7  # the brain
+    v[0, 16, 16, 26:29] = 0.6  # a 1-voxel strand out of it ...
+    v[0, 15:18, 15:18, 29:31] = 0.9  # ... to a speck outside
+    v[0, 10, 6:26, 26] = 0.5  # a thin fold on the brain's surface
+    out = skull_stripped(v, 0.05)
+    npt.assert_array_equal(out[0, 15:18, 15:18, 29:31], 0.0)
+    npt.assert_allclose(out[0, 6:26, 6:26, 6:26], 0.7)
+    npt.assert_allclose(out[0, 10, 6:26, 26], 0.5)

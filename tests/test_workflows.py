@@ -176,9 +176,10 @@ def test_killed_nifti_write_leaves_nothing_nifti_like(tmp_path, monkeypatch):
         ({"conditions": ["weight=70", "sex=1"]}, "expects age=<value> sex=<value>"),
         ({"conditions": ["age=old", "sex=1"]}, "should be a number"),
         ({"sampler": "euler"}, "sampler should be"),
-        ({"eta": float("nan")}, "eta should be a finite number"),
-        ({"eta": float("inf")}, "eta should be a finite number"),
-        ({"eta": -1.0}, "eta should be a finite number"),
+        ({"eta": float("nan")}, "eta should be a number from 0 to 1"),
+        ({"eta": float("inf")}, "eta should be a number from 0 to 1"),
+        ({"eta": -1.0}, "eta should be a number from 0 to 1"),
+        ({"eta": 5.0}, "eta should be a number from 0 to 1"),
         ({"guidance_scale": float("nan")}, "guidance_scale should be a finite"),
         ({"guidance_scale": float("inf")}, "guidance_scale should be a finite"),
     ],
@@ -664,3 +665,16 @@ def test_training_commands_describe_their_shared_options():
         assert "resumes" in helps["checkpoint_dir"]
         assert helps["out_curves"].startswith("PNG of the training curves")
         assert "{run_options}" not in parser.description
+
+
+def test_evaluation_refuses_max_pairs_below_one_and_writes_valid_json(tmp_path):
+    from dipy_ext.workflows.evaluation import _json_safe
+
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="--max_pairs should be an integer >= 1"):
+            EvaluateSynthesisFlow().run("a", "b", max_pairs=bad, out_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())  # refused before any output
+    report = {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2}}
+    assert json.loads(json.dumps(_json_safe(report))) == {
+        "a": None, "b": [1.0, None], "c": {"d": 2}
+    }

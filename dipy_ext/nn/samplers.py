@@ -152,10 +152,9 @@ class DDIMSampler(Sampler):
 
     def __init__(self, schedule, *, eta=0.0):
         super().__init__(schedule)
-        if not (
-            isinstance(eta, (int, float, np.floating)) and np.isfinite(eta) and eta >= 0
-        ):
-            raise ValueError(f"eta should be a finite number >= 0, got {eta!r}")
+        # beyond 1 the step's noise exceeds what the posterior allows
+        if not (isinstance(eta, (int, float, np.floating)) and 0 <= eta <= 1):
+            raise ValueError(f"eta should be a number from 0 to 1, got {eta!r}")
         self.eta = float(eta)
         self.stochastic = self.eta > 0
 
@@ -228,7 +227,7 @@ SAMPLERS = {cls.name: cls for cls in (DDIMSampler, DDPMSampler, DPMSolverSampler
 def make_sampler(name, schedule, *, eta=0.0):
     """A sampler by name (``"ddim"``, ``"ddpm"``, ``"dpm_solver"``).
 
-    ``eta`` (a finite number >= 0) is used by DDIM only.
+    ``eta`` (0 to 1) is used by DDIM only.
     """
     if name not in SAMPLERS:
         raise ValueError(f"sampler should be one of {sorted(SAMPLERS)}, got {name!r}")

@@ -109,7 +109,8 @@ def save_nifti_atomic(path, data, affine, *, space=None, description=""):
         img.header["descrip"] = description[:80].encode()
     content = img.to_bytes()
     if str(path).endswith(".gz"):
-        content = gzip.compress(content, compresslevel=6)
+        # a fixed gzip time stamp: the same volume gives the same bytes
+        content = gzip.compress(content, compresslevel=6, mtime=0)
     with atomic_path(path, suffix=".part") as tmp:
         Path(tmp).write_bytes(content)
     return Path(path)
@@ -140,6 +141,8 @@ def parse_conditions(items, names):
         name, sep, value = item.partition("=")
         if not sep or name not in names:
             raise ValueError(f"--conditions expects {expected}, got '{item}'")
+        if name in values:
+            raise ValueError(f"--conditions names '{name}' twice; give each once")
         try:
             values[name] = float(value)
         except ValueError as e:

@@ -55,6 +55,17 @@ def _reconstruction(vqvae_file, real, seed):
     return report
 
 
+def _json_safe(value):
+    """The report with NaN and infinities as null (bare NaN is not JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 class EvaluateSynthesisFlow(Workflow):
     @classmethod
     def get_short_name(cls):
@@ -108,6 +119,7 @@ class EvaluateSynthesisFlow(Workflow):
         vqvae_file : string, optional
             A VQVAE3D or LatentDiffusion3D model file: also reconstruct the
             real volumes through its autoencoder and report PSNR, SSIM,
+            tissue Dice, spectral spikes (grids), spectrum distance,
             sharpness ratio and the classifier test of reconstructions vs
             real ("reconstruction" in the report), the ceiling of the
             realism its samples can reach.
@@ -124,6 +136,12 @@ class EvaluateSynthesisFlow(Workflow):
         from dipy_ext.preprocessing import preprocess
         from dipy_ext.viz import evaluation_figure
 
+        if (
+            isinstance(max_pairs, bool)
+            or not isinstance(max_pairs, int)
+            or max_pairs < 1
+        ):
+            raise ValueError(f"--max_pairs should be an integer >= 1, got {max_pairs}")
         folder = output_dir(out_dir)
         report_path, figure_path = folder / out_report, folder / out_figure
         check_outputs([report_path, figure_path], self._force_overwrite)
@@ -165,7 +183,7 @@ class EvaluateSynthesisFlow(Workflow):
         report["real_files"] = [str(p) for p in real_paths]
         report["synthetic_files"] = [str(p) for p in syn_paths]
         evaluation_figure(real, synthetic, report, figure_path)
-        write_text_atomic(report_path, json.dumps(report, indent=2))
+        write_text_atomic(report_path, json.dumps(_json_safe(report), indent=2))
         div = report["diversity"]
         c2st = report["classifier_two_sample_test"]
         logger.info(

@@ -629,7 +629,8 @@ def test_log_level_reaches_our_messages():
         assert not dipy_logger.isEnabledFor(logging.INFO)
         assert dipy_logger.propagate and not dipy_logger.handlers  # to --log_file
         assert _log_through_root(["--log_level", "debug"]) == logging.DEBUG
-        assert _log_through_root(["--log_level", "loud"]) == logging.INFO
+        with pytest.raises(ValueError, match="--log_level should be one of"):
+            _log_through_root(["--log_level", "loud"])
         assert _log_through_root([]) == logging.INFO
     finally:
         dipy_logger.handlers[:] = saved[0]
@@ -678,3 +679,24 @@ def test_evaluation_refuses_max_pairs_below_one_and_writes_valid_json(tmp_path):
     assert json.loads(json.dumps(_json_safe(report))) == {
         "a": None, "b": [1.0, None], "c": {"d": 2}
     }
+
+
+def test_dipy_output_options_that_change_nothing_are_refused():
+    from dipy_ext.workflows.cli import _refuse_unused_dipy_options
+
+    _refuse_unused_dipy_options(["--out_dir", "x", "--out_strat", "absolute"])
+    for argv in (["--out_strat", "append"], ["--out_strat=prepend"], ["--mix_names"]):
+        with pytest.raises(ValueError, match="--out_strat and --mix_names are not"):
+            _refuse_unused_dipy_options(argv)
+
+
+def test_console_script_refuses_bad_log_level_and_out_strat(tmp_path):
+    script = _script("dipy_evaluate_synthesis")
+    for extra, message in (
+        (["--log_level", "LOUD"], "--log_level should be one of"),
+        (["--out_strat", "append"], "--out_strat and --mix_names are not supported"),
+    ):
+        result = _call([script, "a", "b", "--out_dir", str(tmp_path), *extra])
+        assert result.returncode != 0
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -41,13 +41,35 @@ def _log_through_root(argv):
 
     level = logging.INFO
     if "--log_level" in argv[:-1]:
-        named = logging.getLevelName(argv[argv.index("--log_level") + 1].upper())
-        level = named if isinstance(named, int) else logging.INFO
+        asked = argv[argv.index("--log_level") + 1]
+        level = logging.getLevelName(asked.upper())
+        if not isinstance(level, int):
+            raise ValueError(
+                f"--log_level should be one of CRITICAL, ERROR, WARNING, INFO, "
+                f"DEBUG, NOTSET, got '{asked}'"
+            )
     dipy_logger = logging.getLogger("dipy")
     dipy_logger.handlers.clear()
     dipy_logger.setLevel(level)
     dipy_logger.propagate = True
     return level
+
+
+def _refuse_unused_dipy_options(argv):
+    """DIPY's parser offers --out_strat and --mix_names to every flow; ours
+    name their outputs with --out_dir and the --out_* options alone, so a
+    value that would change nothing is refused rather than ignored."""
+    strategy = "absolute"
+    for i, arg in enumerate(argv):
+        if arg == "--out_strat" and i + 1 < len(argv):
+            strategy = argv[i + 1]
+        elif arg.startswith("--out_strat="):
+            strategy = arg.split("=", 1)[1]
+    if strategy != "absolute" or "--mix_names" in argv:
+        raise ValueError(
+            "dipy_ext commands write to --out_dir under the --out_* names; "
+            "--out_strat and --mix_names are not supported"
+        )
 
 
 def run(prog=None):
@@ -67,7 +89,11 @@ def run(prog=None):
 
         print(f"{prog} (dipy_ext {__version__}, DIPY {dipy_version})")
         return
-    _log_through_root(sys.argv[1:])
+    try:
+        _log_through_root(sys.argv[1:])
+        _refuse_unused_dipy_options(sys.argv[1:])
+    except ValueError as e:
+        sys.exit(f"{prog}: error: {e}")
     module, name = FLOWS[prog]
     flow = getattr(importlib.import_module(module), name)()
     try:

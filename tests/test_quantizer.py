@@ -184,8 +184,13 @@ def test_a_new_quantizer_is_one_class(tmp_path):
             return {"kind": self.kind, "bits": self.bits}
 
     try:
-        vq = VQVAE3D(input_shape=(16, 16, 16), channels=(4, 8), seed=0,
-                     quantizer={"kind": "sign_test", "bits": 3}, verbose=False)
+        vq = VQVAE3D(
+            input_shape=(16, 16, 16),
+            channels=(4, 8),
+            seed=0,
+            quantizer={"kind": "sign_test", "bits": 3},
+            verbose=False,
+        )
         x = np.random.default_rng(0).random((4, 16, 16, 16)).astype(np.float32)
         history = vq.fit(x, epochs=1, batch_size=2)
         assert 0 < history.history["codebook_usage"][0] <= 1

@@ -314,7 +314,10 @@ def test_discriminator_has_its_own_learning_rate_and_momentum():
     (Adam's first step is the learning rate times the gradient's sign)."""
     from dipy_ext.nn.optimizers import TwoGroupAdam
 
-    a, b = keras.Variable(np.zeros(3, np.float32)), keras.Variable(np.zeros(3, np.float32))
+    a, b = (
+        keras.Variable(np.zeros(3, np.float32)),
+        keras.Variable(np.zeros(3, np.float32)),
+    )
     opt = TwoGroupAdam(1e-2, second=[b], second_lr_ratio=3.0, second_beta_1=0.5)
     grad = np.array([1.0, -2.0, 0.5], np.float32)
     opt.apply([grad, grad], [a, b])
@@ -330,15 +333,23 @@ def test_discriminator_has_its_own_learning_rate_and_momentum():
 def test_fit_gives_the_discriminator_its_own_optimizer_group(volumes):
     vq = tiny()
     history = vq.fit(
-        volumes[:2], epochs=1, batch_size=2, adversarial_weight=0.1,
-        adversarial_start=0, feature_matching=1.0, discriminator_learning_rate=5e-4,
+        volumes[:2],
+        epochs=1,
+        batch_size=2,
+        adversarial_weight=0.1,
+        adversarial_start=0,
+        feature_matching=1.0,
+        discriminator_learning_rate=5e-4,
         learning_rate=2e-4,
     ).history
     opt = vq.trainer.optimizer
     assert opt.second_lr_ratio == pytest.approx(2.5)
     disc_ids = {id(v) for v in vq.trainer.discriminator.trainable_variables}
     assert opt._second_ids == disc_ids and len(opt._second_index) == len(disc_ids)
-    assert np.isfinite(history["feature_matching"][0]) and history["feature_matching"][0] > 0
+    assert (
+        np.isfinite(history["feature_matching"][0])
+        and history["feature_matching"][0] > 0
+    )
 
 
 def test_discriminator_capacity_against_a_frozen_autoencoder(volumes):
@@ -364,8 +375,13 @@ def test_interpolating_output_stage_leaves_no_stride_grid(phantoms, heldout_phan
     spikes = {}
     for stage in ("subpixel", "interpolate"):
         vq = VQVAE3D(
-            input_shape=(32, 32, 32), channels=(16, 32), num_res_blocks=1,
-            num_embeddings=64, embedding_dim=4, seed=0, verbose=False,
+            input_shape=(32, 32, 32),
+            channels=(16, 32),
+            num_res_blocks=1,
+            num_embeddings=64,
+            embedding_dim=4,
+            seed=0,
+            verbose=False,
             output_stage=stage,
         )
         vq.fit(phantoms, epochs=12, batch_size=4, learning_rate=2e-3)

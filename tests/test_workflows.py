@@ -677,7 +677,9 @@ def test_evaluation_refuses_max_pairs_below_one_and_writes_valid_json(tmp_path):
     assert not list(tmp_path.iterdir())  # refused before any output
     report = {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2}}
     assert json.loads(json.dumps(_json_safe(report))) == {
-        "a": None, "b": [1.0, None], "c": {"d": 2}
+        "a": None,
+        "b": [1.0, None],
+        "c": {"d": 2},
     }
 
 

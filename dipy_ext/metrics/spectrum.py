@@ -130,9 +130,7 @@ def spectrum_distance(real, other, *, min_frequency=0.02):
     if len(f) != len(f_other) or not np.allclose(f, f_other):
         raise ValueError("spectrum_distance needs volumes of one shape in both sets")
     keep = f >= min_frequency
-    ratio = np.log10(
-        np.maximum(p_other[keep], 1e-30) / np.maximum(p_real[keep], 1e-30)
-    )
+    ratio = np.log10(np.maximum(p_other[keep], 1e-30) / np.maximum(p_real[keep], 1e-30))
     return float(np.mean(np.abs(ratio)))
 
 

@@ -36,13 +36,12 @@ def volumes():
 def tiny_vqvae():
     from dipy_ext.nn.vqvae import VQVAE3D
 
-    # no dead-code restarts: they sample random batch vectors per replica
+    # dead-code restarts on (the default threshold): replicas share one choice
     return VQVAE3D(
         input_shape=SHAPE,
         channels=(8, 16),
         num_embeddings=16,
         embedding_dim=4,
-        dead_code_threshold=0.0,
         seed=0,
         verbose=False,
     )

@@ -207,3 +207,14 @@ def test_classes_are_registered():
     assert QUANTIZERS["fsq"] is FiniteScalarQuantizer
     assert QUANTIZERS["rvq"] is ResidualVectorQuantizer
     assert QUANTIZERS["vq"] is VectorQuantizer
+
+
+def test_every_restarted_code_is_an_encoder_output():
+    """Issue 19: a restarted code is one of the batch's vectors, never a mix."""
+    q = _quantizer(k=8, d=2)
+    q.embeddings.assign(np.full((8, 2), 100.0, np.float32))  # all dead
+    data = np.random.default_rng(2).normal(0, 1, (1, 1, 1, 64, 2)).astype(np.float32)
+    q(data, training=True)
+    vectors = data.reshape(-1, 2)
+    for code in np.asarray(q.embeddings):
+        assert np.min(np.abs(vectors - code).max(axis=1)) < 1e-6

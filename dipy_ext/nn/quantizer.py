@@ -78,6 +78,20 @@ def _sum_across_replicas(x):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
+def _gather_across_replicas(x):
+    """Concatenate a batch's rows from every data-parallel replica, in replica
+    order (tf.distribute), so that a random choice among them, made with the
+    same seed on every replica, is one choice shared by all."""
+    if keras.backend.backend() != "tensorflow":
+        return x  # keras.distribution (JAX) arrays are already global
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_gather(x, axis=0)
+
+
 def usage_and_perplexity(counts):
     """Fraction of codes used, and perplexity, from per-code counts (numpy).
 
@@ -137,9 +151,8 @@ class Quantizer(layers.Layer):
         offsets = ops.arange(self.index_channels, dtype="int32") * self.num_codes
         flat = ops.reshape(ops.cast(flat, "int32") + offsets[None, :], (-1,))
         ones = ops.ones(ops.shape(flat), "float32")
-        self.usage_count.assign_add(
-            ops.segment_sum(ones, flat, num_segments=self.usage_size())
-        )
+        counts = ops.segment_sum(ones, flat, num_segments=self.usage_size())
+        self.usage_count.assign_add(_sum_across_replicas(counts))
 
     def code_counts(self, indices):
         """Per-code counts (numpy) of an index array, as :attr:`usage_count`."""
@@ -232,14 +245,16 @@ class _EMACodebook:
         n = ops.sum(ema_count)
         smoothed = (ema_count + self.epsilon) / (n + self.k * self.epsilon) * n
         embeddings = ema_sum / smoothed[:, None]
-        # Dead-code restart: codes rarely chosen jump onto random batch vectors.
-        # (Each replica samples its own batch; with tf.distribute the
-        # "mean" aggregation of these variables averages the restarts.)
+        # Dead-code restart: codes rarely chosen jump onto encoder vectors of
+        # the batch. Every replica draws from the whole global batch with the
+        # same seed, so all make the same choice: a restarted code is one
+        # encoder output, never an average of several replicas' picks.
         dead = ema_count < self.threshold
+        candidates = _gather_across_replicas(flat)
         pick = keras.random.randint(
-            (self.k,), 0, ops.shape(flat)[0], seed=self.seed_generator
+            (self.k,), 0, ops.shape(candidates)[0], seed=self.seed_generator
         )
-        sampled = ops.take(flat, pick, axis=0)
+        sampled = ops.take(candidates, pick, axis=0)
         dead_col = dead[:, None]
         self.embeddings.assign(ops.where(dead_col, sampled, embeddings))
         self.ema_sum.assign(ops.where(dead_col, sampled * self.threshold, ema_sum))
@@ -532,13 +547,9 @@ class FiniteScalarQuantizer(Quantizer):
 
     def count_usage(self, counted):
         flat = ops.reshape(ops.cast(counted, "int32"), (-1,))
-        self.usage_count.assign_add(
-            ops.segment_sum(
-                ops.ones(ops.shape(flat), "float32"),
-                flat,
-                num_segments=self.usage_size(),
-            )
-        )
+        ones = ops.ones(ops.shape(flat), "float32")
+        counts = ops.segment_sum(ones, flat, num_segments=self.usage_size())
+        self.usage_count.assign_add(_sum_across_replicas(counts))
 
     def code_counts(self, indices):
         indices = np.asarray(indices, np.int64)

@@ -702,3 +702,58 @@ def test_console_script_refuses_bad_log_level_and_out_strat(tmp_path):
         assert result.returncode != 0
         assert message in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_failed_model_write_loses_no_training(
+    t1_folder, tmp_path, monkeypatch, dipy_log
+):
+    """Issue 19: the backup is kept until the model file is in place; the
+    rerun after a failed write (a full disk) writes the model, training no
+    epoch again."""
+    from dipy_ext.nn.vqvae import VQVAE3D
+    from dipy_ext.workflows.checkpoints import read_history
+
+    args = {
+        "input_files": str(t1_folder / "*_T1w.nii.gz"),
+        "mask_files": str(t1_folder / "*_mask.nii.gz"),
+        "grid_shape": GRID,
+        "voxel_size": (4.0,),
+        "channels": (8, 16),
+        "num_embeddings": 16,
+        "embedding_dim": 4,
+        "epochs": 2,
+        "batch_size": 2,
+        "validation_fraction": 0.0,
+        "out_dir": str(tmp_path / "out"),
+    }
+
+    def full_disk(self, path, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(VQVAE3D, "save", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            TrainVQVAE3DFlow().run(**args)
+    ckpt = tmp_path / "out" / "vqvae3d.npz.checkpoints"
+    assert (ckpt / "backup").exists()
+    assert len(read_history(ckpt)["loss"]) == 2
+    import keras
+
+    import dipy_ext.workflows.training as training
+
+    epochs_run = []
+
+    class CountingLogger(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs_run.append(epoch)
+            super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(
+        training,
+        "history_logger",
+        lambda folder: CountingLogger(str(folder / "history.csv"), append=True),
+    )
+    TrainVQVAE3DFlow().run(**args)
+    assert (tmp_path / "out" / "vqvae3d.npz").exists()
+    assert epochs_run == []  # restored at its last epoch: nothing retrained
+    assert not ckpt.exists()  # removed once the model file was written

@@ -16,6 +16,7 @@ latent size (the cost a choice puts on the second stage).
 
     python tools/bench_autoencoder.py --ladder
     python tools/bench_autoencoder.py --recipes today fsq8x rvq8x fsq4x --minutes 8
+    python tools/bench_autoencoder.py --capacity scratch/bench_autoencoder/today.npz
 """
 
 import argparse
@@ -83,6 +84,14 @@ def parse(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ladder", action="store_true")
+    p.add_argument(
+        "--capacity",
+        nargs="*",
+        default=[],
+        metavar="MODEL",
+        help="autoencoder files: can a discriminator alone tell their "
+        "reconstructions from real (64^3 patches, 20 + 20 volumes)?",
+    )
     p.add_argument("--out", default="scratch/bench_autoencoder")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -197,6 +206,29 @@ def unet_probe(latent_shape, latent_channels, batch, steps):
     )
 
 
+def capacity(path, args, train, heldout):
+    """Held-out accuracy of a discriminator trained alone against a frozen
+    autoencoder (the check joint training needs to pass)."""
+    from dipy_ext.nn.autoencoder_training import discriminator_capacity
+    from dipy_ext.nn.vqvae import VQVAE3D
+
+    vq = VQVAE3D.load(path)
+    real = np.asarray(train[:20])
+    result = discriminator_capacity(
+        real,
+        vq.predict(real),
+        heldout,
+        vq.predict(heldout),
+        patch=args.patch,
+        steps=300,
+        batch_size=args.batch,
+        learning_rate=2 * args.lr,
+        seed=args.seed,
+    )
+    print(f"capacity {path}:", json.dumps(result), flush=True)
+    return result
+
+
 def build(name, args, shape):
     from dipy_ext.nn.vqvae import VQVAE3D
 
@@ -277,6 +309,8 @@ def main(argv=None):
     if args.ladder:
         results["ladder"] = ladder(heldout)
     train = cohort[: args.n_train]
+    for path in args.capacity:
+        results[f"capacity {path}"] = capacity(path, args, train, heldout)
     # step times first, one after another on an otherwise idle machine
     steps = {name: step_seconds(name, args, train) for name in args.recipes}
     print("seconds per step:", steps, flush=True)

@@ -432,6 +432,7 @@ class LatentDiffusion3D(SavedModel):
         validation_conditions=None,
         callbacks=None,
         checkpoint_dir=None,
+        keep_backup=False,
         distribute=None,
     ):
         """Train the denoiser on volumes already on the model grid.
@@ -456,6 +457,10 @@ class LatentDiffusion3D(SavedModel):
         callbacks : list of keras.callbacks.Callback, optional
         checkpoint_dir : str or Path, optional
             Back up the training state each epoch; a rerun resumes from it.
+        keep_backup : bool, optional
+            Keep the backup once training completes (by default it is
+            removed): a caller that removes it after writing the model file
+            loses no training if that write fails.
         distribute : str or strategy, optional
             Data-parallel training, as for :meth:`VQVAE3D.fit`
             (:mod:`dipy_ext.nn.distribute`); ``batch_size`` is the global
@@ -532,6 +537,7 @@ class LatentDiffusion3D(SavedModel):
             validation_data=val,
             callbacks=callbacks,
             checkpoint_dir=checkpoint_dir,
+            keep_backup=keep_backup,
             strategy=strategy,
             verbose=self.verbose,
         )

@@ -173,15 +173,18 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
-def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=(), chief=True):
+def training_callbacks(
+    callbacks=None, *, checkpoint_dir=None, extra=(), chief=True, keep_backup=False
+):
     """The user's callbacks plus ours; resume support through BackupAndRestore.
 
     With ``checkpoint_dir``, Keras' BackupAndRestore saves weights, optimizer
     state and epoch after each epoch (keeping the previous copy too, in case a
     kill lands during a save) and restores them when ``fit`` starts again with
     the same folder: an interrupted run resumes at its last completed epoch.
-    The backup is removed once training completes. Only the ``chief`` of a
-    cluster writes backups; every worker restores from them.
+    The backup is removed once training completes, unless ``keep_backup``.
+    Only the ``chief`` of a cluster writes backups; every worker restores
+    from them.
     """
     out = [StopOnNonFinite(), *extra, *(callbacks or [])]
     if checkpoint_dir is not None:
@@ -191,7 +194,10 @@ def training_callbacks(callbacks=None, *, checkpoint_dir=None, extra=(), chief=T
         out.insert(
             0,
             ChiefBackupAndRestore(
-                str(checkpoint_dir), double_checkpoint=True, chief=chief
+                str(checkpoint_dir),
+                double_checkpoint=True,
+                delete_checkpoint=not keep_backup,
+                chief=chief,
             ),
         )
     return out
@@ -208,6 +214,7 @@ def fit_in_scope(
     strategy,
     verbose,
     extra_callbacks=(),
+    keep_backup=False,
 ):
     """Keras ``fit`` as both models run it: resumable, our callbacks around
     the user's, inside the strategy's scope (``keras.distribution`` shards
@@ -225,6 +232,7 @@ def fit_in_scope(
                 checkpoint_dir=checkpoint_dir,
                 extra=extra_callbacks,
                 chief=is_chief(),
+                keep_backup=keep_backup,
             ),
             verbose=keras_verbosity(verbose),
         )

@@ -383,6 +383,7 @@ class VQVAE3D(SavedModel):
         validation_data=None,
         callbacks=None,
         checkpoint_dir=None,
+        keep_backup=False,
         flip_augment=False,
         patch_shape=None,
         structure_losses=None,
@@ -413,6 +414,10 @@ class VQVAE3D(SavedModel):
             Back up the training state (the discriminator's too) after every
             epoch; a run interrupted and started again with the same folder
             resumes where it stopped.
+        keep_backup : bool, optional
+            Keep the backup once training completes (by default it is
+            removed): a caller that removes it after writing the model file
+            loses no training if that write fails.
         flip_augment : bool, optional
             Randomly flip volumes left-right (first axis of an RAS grid).
         patch_shape : tuple of 3 int, optional
@@ -559,6 +564,7 @@ class VQVAE3D(SavedModel):
             validation_data=val,
             callbacks=callbacks,
             checkpoint_dir=checkpoint_dir,
+            keep_backup=keep_backup,
             strategy=strategy,
             verbose=self.verbose,
             extra_callbacks=[CodebookUsage(network.quantizer)],

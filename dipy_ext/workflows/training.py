@@ -130,6 +130,9 @@ class _TrainingRun:
         """The arguments of ``fit`` that backup, log and distribute the run."""
         return {
             "checkpoint_dir": self.ckpt / "backup",
+            # removed by finish() once the model file is written: a failed
+            # write (a full disk) loses no training, the rerun just saves
+            "keep_backup": True,
             "callbacks": [history_logger(self.ckpt)] if self.chief else [],
             "distribute": self.strategy,
         }
@@ -147,7 +150,9 @@ class _TrainingRun:
             training_curves(history, self.curves_path, title=title)
         else:
             logger.warning("no epoch was run (the checkpoint was already complete)")
-        if not self.keep_checkpoints:
+        if self.keep_checkpoints:
+            shutil.rmtree(self.ckpt / "backup", ignore_errors=True)
+        else:
             shutil.rmtree(self.ckpt, ignore_errors=True)
         logger.info(f"Saved {self.model_path} and {self.curves_path}")
         return [str(self.model_path), str(self.curves_path)]

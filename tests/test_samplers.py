@@ -124,7 +124,41 @@ def test_make_sampler_and_bad_options():
         ValueError, match="num_inference_steps should be an integer in 1..50"
     ):
         DDIMSampler(s).set_timesteps(51)
-    with pytest.raises(ValueError, match="takes all 50 training steps"):
-        DDPMSampler(s).set_timesteps(10)
+    # DDPM takes every training step whatever is asked (one loop for all)
+    assert len(DDPMSampler(s).set_timesteps(10).timesteps) == 50
     with pytest.raises(ValueError, match="needs rng"):
         DDIMSampler(s, eta=1.0).set_timesteps(5).step(np.zeros(2), 49, np.zeros(2))
+
+
+def _fingerprint(x):
+    """Sums that change with any bit of the latents (float64, fixed order)."""
+    x = np.asarray(x, np.float64)
+    w = np.random.default_rng(0).standard_normal(x.shape[1:])
+    return [float(x.sum()), float((x * x).sum()), *[float((s * w).sum()) for s in x]]
+
+
+@pytest.mark.parametrize(
+    "name, n, settings",
+    [
+        ("ddim", 2, {"sampler": "ddim", "num_inference_steps": 10, "eta": 1.0}),
+        ("dpm_solver", 2, {"sampler": "dpm_solver", "num_inference_steps": 10}),
+        pytest.param("ddpm", 1, {"sampler": "ddpm"}, marks=pytest.mark.slow),
+    ],
+)
+def test_shipped_model_samples_as_before_the_sampling_loop_moved(name, n, settings):
+    """Issue 20: one generic loop (inferer.run_sampler) gives the latents the
+    model's own loop gave, bit for bit (fingerprints taken before the move,
+    batch size 1 so each sampler restarts its state between samples)."""
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("keras")
+    from dipy_ext.data.default import default_model_path
+    from dipy_ext.nn.diffusion import LatentDiffusion3D
+
+    expected = json.loads(
+        (Path(__file__).parent / "data" / "sampler_fingerprints.json").read_text()
+    )[name]
+    ldm = LatentDiffusion3D.load(default_model_path())
+    latents = ldm.sample_latents(n, seed=7, batch_size=1, progress=False, **settings)
+    assert _fingerprint(latents) == expected

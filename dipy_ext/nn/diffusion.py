@@ -21,12 +21,12 @@ decodes with the VQ-VAE: volumes on the model grid, in [0, 1].
 
 from dipy.utils.logging import logger
 import numpy as np
-from tqdm.auto import tqdm
 
 from dipy_ext.nn._backend import dtype_policy, keras, ops, seeded
 from dipy_ext.nn.distribute import BuiltBeforeFit, make_strategy, strategy_scope
+from dipy_ext.nn.inferer import run_sampler
 from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
-from dipy_ext.nn.samplers import DDPMSampler, Sampler, make_sampler
+from dipy_ext.nn.samplers import Sampler, make_sampler
 from dipy_ext.nn.schedules import NoiseSchedule, guided
 from dipy_ext.nn.training import (
     ArrayBatches,
@@ -629,31 +629,23 @@ class LatentDiffusion3D(SavedModel):
             conditions = self._standardise(conditions)
         if not isinstance(sampler, Sampler):
             sampler = make_sampler(sampler, self.schedule, eta=eta)
-        if isinstance(sampler, DDPMSampler):
-            num_inference_steps = None  # DDPM takes every training step
-        sampler.set_timesteps(num_inference_steps)
         streams = sample_streams(seed, first_sample, num_samples)
         shape = (*self.vqvae.latent_shape, self.vqvae.embedding_dim)
         noise = streams.standard_normal((num_samples, *shape))
-        out = np.empty_like(noise)
-        batches = range(0, num_samples, batch_size)
-        with tqdm(
-            total=len(batches) * len(sampler.timesteps),
-            desc=f"{sampler.name} sampling",
-            disable=None if progress else True,  # None: off when not a terminal
-            unit="step",
-        ) as bar:
-            for start in batches:
-                sl = slice(start, start + batch_size)
-                x = noise[sl]
-                rng = streams[sl]
-                cond = None if conditions is None else conditions[sl]
-                sampler.set_timesteps(num_inference_steps)  # fresh solver state
-                for t in sampler.timesteps:
-                    model_out = self._model_output(x, int(t), cond, guidance_scale)
-                    x = sampler.step(model_out, int(t), x, rng)
-                    bar.update(1)
-                out[sl] = x
+
+        def denoise(x, t, batch):
+            cond = None if conditions is None else conditions[batch]
+            return self._model_output(x, t, cond, guidance_scale)
+
+        out = run_sampler(
+            sampler,
+            denoise,
+            noise,
+            streams,
+            num_inference_steps=num_inference_steps,
+            batch_size=batch_size,
+            progress=progress,
+        )
         return out
 
     def predict(

@@ -9,7 +9,7 @@ network. Every sampler has
 * ``step(model_output, t, sample, rng=None)``, the sample after step ``t``
   (after the last timestep: the estimate of the clean sample).
 
-so one loop runs them all (:meth:`LatentDiffusion3D.sample_latents`)::
+so one loop runs them all (:func:`dipy_ext.nn.inferer.run_sampler`)::
 
     sampler.set_timesteps(n)
     for t in sampler.timesteps:
@@ -101,20 +101,15 @@ class Sampler:
 class DDPMSampler(Sampler):
     """Ancestral DDPM: every training step, posterior mean plus noise.
 
-    ``set_timesteps`` accepts only the number of training steps.
+    ``set_timesteps`` always sets every training step: a requested number
+    of steps is ignored (use DDIM or DPM-Solver++ for fewer).
     """
 
     name = "ddpm"
     stochastic = True
 
     def set_timesteps(self, num_inference_steps=None):
-        T = self.schedule.num_train_timesteps
-        if num_inference_steps not in (None, T):
-            raise ValueError(
-                f"the DDPM sampler takes all {T} training steps; use ddim or "
-                f"dpm_solver for {num_inference_steps}"
-            )
-        self.timesteps = np.arange(T)[::-1]
+        self.timesteps = np.arange(self.schedule.num_train_timesteps)[::-1]
         self._reset()
         return self
 

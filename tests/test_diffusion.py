@@ -102,7 +102,7 @@ def test_save_load_roundtrip(tiny_vq, tmp_path):
 
 
 def test_bad_arguments(tiny_vq):
-    with pytest.raises(ValueError, match="should be a VQVAE3D"):
+    with pytest.raises(ValueError, match="the autoencoder should offer input_shape"):
         LatentDiffusion3D("vqvae.npz")
     with pytest.raises(ValueError, match="condition_names"):
         tiny_ldm(tiny_vq, condition_dim=2, condition_names=["age"])
@@ -137,3 +137,57 @@ def test_bad_arguments(tiny_vq):
         cond.fit(phantom_cohort(2, SHAPE, rng=3), epochs=1)
     with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
         cond.fit(phantom_cohort(2, SHAPE, rng=3), conditions=np.ones((2, 3)), epochs=1)
+
+
+def test_any_first_stage_can_stand_in(tmp_path):
+    """Issue 20: LatentDiffusion3D uses only the first-stage interface: a
+    stand-in autoencoder with no network (4x block means, nearest-neighbour
+    back) trains, samples, saves and loads with it."""
+    from dipy_ext.nn.first_stage import FIRST_STAGES, register_first_stage
+
+    @register_first_stage
+    class BlockMeans:
+        input_shape, latent_shape, embedding_dim = (16, 16, 16), (4, 4, 4), 1
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+
+        def encode(self, volumes, *, batch_size=1):
+            v = np.asarray(volumes, np.float32).reshape(-1, 4, 4, 4, 4, 4, 4)
+            return v.mean(axis=(2, 4, 6))[..., None]
+
+        def decode(self, latents, *, batch_size=1):
+            z = np.asarray(latents, np.float32)[..., 0]
+            return z.repeat(4, 1).repeat(4, 2).repeat(4, 3)
+
+        def file_part(self):
+            return {"block": 4}, []
+
+        @classmethod
+        def from_file_part(cls, meta, weights, *, source, mixed_precision=False):
+            assert meta == {"block": 4} and weights == []
+            return cls()
+
+    try:
+        volumes = phantom_cohort(4, (16, 16, 16), rng=0)
+        ldm = LatentDiffusion3D(
+            BlockMeans(),
+            channels=(8, 16),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            num_train_timesteps=20,
+            seed=0,
+            verbose=False,
+        )
+        ldm.fit(volumes, epochs=1, batch_size=2)
+        samples = ldm.predict(2, num_inference_steps=5, seed=0, progress=False)
+        assert samples.shape == (2, 16, 16, 16) and np.isfinite(samples).all()
+        assert ldm.voxel_size == (2.0, 2.0, 2.0) and ldm.space is None
+        ldm.save(tmp_path / "ldm.npz")
+        again = LatentDiffusion3D.load(tmp_path / "ldm.npz")
+        assert isinstance(again.vqvae, BlockMeans)
+        npt.assert_array_equal(
+            again.predict(2, num_inference_steps=5, seed=0, progress=False), samples
+        )
+    finally:
+        FIRST_STAGES.pop("BlockMeans")
+    with pytest.raises(ValueError, match="object lacks input_shape, affine"):
+        LatentDiffusion3D(object())

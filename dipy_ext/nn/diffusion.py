@@ -24,6 +24,7 @@ import numpy as np
 
 from dipy_ext.nn._backend import dtype_policy, keras, ops, seeded
 from dipy_ext.nn.distribute import BuiltBeforeFit, make_strategy, strategy_scope
+from dipy_ext.nn.first_stage import check_first_stage, first_stage_class
 from dipy_ext.nn.inferer import run_sampler
 from dipy_ext.nn.model_file import SavedModel, assign_weights, model_weights
 from dipy_ext.nn.samplers import Sampler, make_sampler
@@ -35,7 +36,7 @@ from dipy_ext.nn.training import (
     learning_rate_schedule,
 )
 from dipy_ext.nn.unet import build_unet
-from dipy_ext.nn.vqvae import VQVAE3D
+import dipy_ext.nn.vqvae  # noqa: F401 - registers VQVAE3D, the default first stage
 
 # what predict() does when neither the call nor the model file says otherwise
 DEFAULT_SAMPLING = {
@@ -195,8 +196,10 @@ class LatentDiffusion3D(SavedModel):
 
         Parameters
         ----------
-        vqvae : VQVAE3D
-            Trained autoencoder; it stays frozen.
+        vqvae : VQVAE3D or another first stage
+            Trained autoencoder; it stays frozen. Any class offering the
+            interface of :mod:`dipy_ext.nn.first_stage` (encode, decode,
+            latent shape, its part of the model file) can stand in.
         channels : tuple of int, optional
             UNet channels per level (``len - 1`` downsamplings of the latent).
         num_res_blocks : int, optional
@@ -240,9 +243,7 @@ class LatentDiffusion3D(SavedModel):
             Show training progress (default): a Keras progress bar on a
             terminal, one line per epoch when output goes to a file.
         """
-        if not isinstance(vqvae, VQVAE3D):
-            raise ValueError(f"vqvae should be a VQVAE3D, got {type(vqvae).__name__}")
-        self.vqvae = vqvae
+        self.vqvae = check_first_stage(vqvae)
         self.channels = tuple(int(c) for c in channels)
         self.num_res_blocks = int(num_res_blocks)
         self.attention_levels = tuple(bool(a) for a in attention_levels)
@@ -322,6 +323,16 @@ class LatentDiffusion3D(SavedModel):
     @property
     def output_shape(self):
         return self.vqvae.input_shape
+
+    @property
+    def voxel_size(self):
+        """Voxel size (mm) of generated volumes."""
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def space(self):
+        """ "MNI" when generated volumes are in MNI space, else None."""
+        return getattr(self.vqvae, "space", None)
 
     def count_params(self):
         return int(sum(np.prod(v.shape) for v in self.unet.weights))
@@ -729,13 +740,15 @@ class LatentDiffusion3D(SavedModel):
     def _file_contents(self):
         if self.scale_factor is None:
             raise ValueError("this model is not trained: nothing worth saving")
+        first_meta, first_weights = self.vqvae.file_part()
         meta = {
             "config": self.get_config(),
-            "vqvae_config": self.vqvae.get_config(),
+            "first_stage": type(self.vqvae).__name__,
+            "vqvae_config": first_meta,  # the name from before other first stages
             "scale_factor": self.scale_factor,
         }
         weights = {
-            "vqvae": model_weights(self.vqvae.network),
+            "vqvae": first_weights,
             "unet": model_weights(self.unet),
             "latent_mean": [self.latent_mean],
         }
@@ -743,9 +756,10 @@ class LatentDiffusion3D(SavedModel):
 
     @classmethod
     def _from_meta(cls, meta, weights, *, source, mixed_precision, verbose):
-        vq = VQVAE3D._from_meta(
-            {"config": meta.get("vqvae_config", {})},
-            weights,
+        first_stage = first_stage_class(meta.get("first_stage", "VQVAE3D"), source)
+        vq = first_stage.from_file_part(
+            meta.get("vqvae_config", {}),
+            weights.get("vqvae", []),
             source=source,
             mixed_precision=mixed_precision,
         )

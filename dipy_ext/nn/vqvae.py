@@ -22,6 +22,7 @@ from dipy_ext.nn._backend import dtype_policy, keras, layers, seeded
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
 from dipy_ext.nn.distribute import make_strategy, strategy_scope
+from dipy_ext.nn.first_stage import register_first_stage
 from dipy_ext.nn.layers import (
     ResBlock3D,
     SpaceToDepth3D,
@@ -153,8 +154,11 @@ class VQVAENetwork(keras.Model):
         return self.decoder(q, training=training)
 
 
+@register_first_stage
 class VQVAE3D(SavedModel):
-    """3D VQ-VAE with an EMA codebook, for volumes on a fixed model grid."""
+    """3D VQ-VAE for volumes on a fixed model grid (a first stage of
+    :class:`~dipy_ext.nn.diffusion.LatentDiffusion3D`, see
+    :mod:`dipy_ext.nn.first_stage`)."""
 
     def __init__(
         self,
@@ -774,6 +778,20 @@ class VQVAE3D(SavedModel):
     def from_config(cls, config, **kwargs):
         """Build an untrained model from :meth:`get_config` output."""
         return cls(**config, **kwargs)
+
+    def file_part(self):
+        """Its part of a diffusion model's file: ``(config, weights)``."""
+        return self.get_config(), model_weights(self.network)
+
+    @classmethod
+    def from_file_part(cls, meta, weights, *, source, mixed_precision=False):
+        """Rebuild from :meth:`file_part` (the first-stage interface)."""
+        return cls._from_meta(
+            {"config": meta},
+            {"vqvae": weights},
+            source=source,
+            mixed_precision=mixed_precision,
+        )
 
     @classmethod
     def _from_meta(cls, meta, weights, *, source, **kwargs):

@@ -125,7 +125,7 @@ class SynthesizeBrainFlow(Workflow):
             )
             logger.info(
                 f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
-                f"{model.output_shape} at {model.vqvae.voxel_size[0]:g} mm"
+                f"{model.output_shape} at {model.voxel_size[0]:g} mm"
             )
             settings = model.sampling_settings(
                 sampler=sampler,
@@ -169,7 +169,7 @@ class SynthesizeBrainFlow(Workflow):
                         nifti_paths[first + i],
                         volume,
                         model.affine,
-                        space=model.vqvae.space,
+                        space=model.space,
                         description=described,
                     )
                     logger.info(f"Saved {nifti_paths[first + i]}")

@@ -71,8 +71,8 @@ def reconstruction_report(real, reconstructions, *, features="stats", seed=0):
     """
     from dipy_ext.metrics.features import get_feature_extractor
     from dipy_ext.metrics.spectrum import (
+        grid_spikes,
         mean_tissue_dice,
-        spectral_spikes,
         spectrum_distance,
     )
 
@@ -94,16 +94,9 @@ def reconstruction_report(real, reconstructions, *, features="stats", seed=0):
         "ssim": float(np.mean(s)),
         "ssim_min": float(np.min(s)),
         "tissue_dice": mean_tissue_dice(real, recon),
-        "spectral_spike": _spikes(recon, spectral_spikes),
-        "spectral_spike_real": _spikes(real, spectral_spikes),
+        "spectral_spike": grid_spikes(recon),
+        "spectral_spike_real": grid_spikes(real),
         "spectrum_distance": spectrum_distance(real, recon),
         "sharpness_ratio": sharpness_ratio(real, recon, paired=True),
         "classifier_two_sample_test": c2st,
     }
-
-
-def _spikes(volumes, spectral_spikes):
-    """Spikes at the periods 2, 4, 8 that divide the grid, keyed by str
-    (JSON)."""
-    periods = [p for p in (2, 4, 8) if all(n % p == 0 for n in volumes.shape[1:])]
-    return {str(p): v for p, v in spectral_spikes(volumes, periods).items()}

@@ -27,9 +27,9 @@ def _volumes(volumes):
     v = np.asarray(volumes, dtype=np.float64)
     if v.ndim == 3:
         v = v[None]
-    if v.ndim != 4 or min(v.shape[1:]) < 16:
+    if v.ndim != 4 or min(v.shape[1:]) < 8:
         raise ValueError(
-            "volumes should be (X, Y, Z) or (N, X, Y, Z) with each axis >= 16, "
+            "volumes should be (X, Y, Z) or (N, X, Y, Z) with each axis >= 8, "
             f"got shape {v.shape}"
         )
     return v
@@ -68,9 +68,10 @@ def spectral_spike(volumes, period=2):
         The largest ratio over the three axes (1.0: no peak).
     """
     v = _volumes(volumes)
-    if period < 2 or any(n % period for n in v.shape[1:]):
+    if period < 2 or any(n % period or n < 2 * period for n in v.shape[1:]):
         raise ValueError(
-            f"period should be >= 2 and divide every axis {v.shape[1:]}, got {period}"
+            f"period should be >= 2 and divide every axis {v.shape[1:]} at least "
+            f"twice, got {period}"
         )
     ratios = []
     for n, power in zip(v.shape[1:], axis_power_spectra(v)):
@@ -87,6 +88,14 @@ def spectral_spike(volumes, period=2):
 def spectral_spikes(volumes, periods=(2, 4, 8)):
     """:func:`spectral_spike` at each period, ``{period: spike}``."""
     return {int(p): spectral_spike(volumes, p) for p in periods}
+
+
+def grid_spikes(volumes):
+    """:func:`spectral_spike` at the periods 2, 4 and 8 that divide the grid
+    (the strides of 2x, 4x and 8x decoders), keyed by str (for JSON)."""
+    shape = np.shape(volumes)[-3:]
+    periods = [p for p in (2, 4, 8) if all(n % p == 0 and n >= 2 * p for n in shape)]
+    return {str(p): v for p, v in spectral_spikes(volumes, periods).items()}
 
 
 def radial_power_spectrum(volumes, *, bin_width=None):

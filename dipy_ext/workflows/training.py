@@ -202,8 +202,12 @@ class TrainVQVAE3DFlow(Workflow):
         channels=(32, 64),
         num_res_blocks=(1,),
         no_pixel_shuffle=False,
+        quantizer="vq",
+        fsq_levels=(8, 8, 8, 5, 5, 5),
+        rvq_stages=2,
         num_embeddings=512,
         embedding_dim=8,
+        output_stage="interpolate",
         background_weight=1.0,
         patch_shape=(0,),
         gradient_loss_weight=1.0,
@@ -211,6 +215,8 @@ class TrainVQVAE3DFlow(Workflow):
         adversarial_weight=0.0,
         adversarial_start=-1,
         adversarial_loss="hinge",
+        discriminator_learning_rate=0.0,
+        feature_matching=0.0,
         epochs=50,
         batch_size=2,
         learning_rate=1e-3,
@@ -247,10 +253,22 @@ class TrainVQVAE3DFlow(Workflow):
         no_pixel_shuffle : bool, optional
             Run the first level at full resolution (slower; the layout of
             models made before pixel shuffling).
+        quantizer : string, optional
+            vq (EMA codebook), fsq (finite scalar quantization: each latent
+            channel rounded to a few levels) or rvq (residual VQ).
+        fsq_levels : variable int, optional
+            Levels per latent channel with fsq (the default: 16 bits in 6
+            channels).
+        rvq_stages : int, optional
+            Codebooks of residual VQ.
         num_embeddings : int, optional
-            Codebook size.
+            Codebook size (vq, rvq).
         embedding_dim : int, optional
-            Latent channels.
+            Latent channels (vq, rvq; fsq has one per level).
+        output_stage : string, optional
+            interpolate (trilinear upsampling, then convolutions at full
+            resolution: no 2-voxel grid) or subpixel (the layout of models
+            made before it, which leaves a grid in trained models).
         background_weight : float, optional
             Loss weight of background voxels.
         patch_shape : variable int, optional
@@ -268,6 +286,12 @@ class TrainVQVAE3DFlow(Workflow):
             on; -1 starts it at a third of the run.
         adversarial_loss : string, optional
             hinge, least_squares or non_saturating.
+        discriminator_learning_rate : float, optional
+            Learning rate of the discriminator's own optimizer; 0: twice
+            the learning rate.
+        feature_matching : float, optional
+            Weight of discriminator feature matching (a perceptual loss
+            that needs no pretrained network; 0: none).
         epochs : int, optional
             Training epochs.
         batch_size : int, optional
@@ -305,8 +329,10 @@ class TrainVQVAE3DFlow(Workflow):
             if len(num_res_blocks) > 1
             else num_res_blocks[0],
             pixel_shuffle=not no_pixel_shuffle,
+            quantizer=_quantizer_spec(quantizer, fsq_levels, rvq_stages),
             num_embeddings=num_embeddings,
             embedding_dim=embedding_dim,
+            output_stage=output_stage,
             background_weight=background_weight,
             affine=grid_affine(shape, vox),
             mixed_precision=mixed_precision,
@@ -330,6 +356,8 @@ class TrainVQVAE3DFlow(Workflow):
             adversarial_weight=adversarial_weight,
             adversarial_start=None if adversarial_start == -1 else adversarial_start,
             adversarial_loss=adversarial_loss,
+            discriminator_learning_rate=discriminator_learning_rate or None,
+            feature_matching=feature_matching,
             **run.fit_options(),
         )
         written = run.finish(model, f"VQVAE3D on {len(train)} volumes")
@@ -338,16 +366,30 @@ class TrainVQVAE3DFlow(Workflow):
         return written
 
 
+def _quantizer_spec(kind, fsq_levels, rvq_stages):
+    """The quantizer spec of the command's options."""
+    if kind == "fsq":
+        return {"kind": "fsq", "levels": [int(v) for v in fsq_levels]}
+    if kind == "rvq":
+        return {"kind": "rvq", "stages": int(rvq_stages)}
+    return kind
+
+
 def _log_heldout(model, volumes):
-    """Log how the held-out volumes come back: fidelity, sharpness, usage."""
-    from dipy_ext.metrics import psnr, sharpness_ratio, ssim
+    """Log how the held-out volumes come back: fidelity, tissue, grid, usage."""
+    from dipy_ext.metrics import mean_tissue_dice, psnr, sharpness_ratio, ssim
+    from dipy_ext.metrics.spectrum import grid_spikes
 
     recon = model.predict(volumes)
     usage = model.codebook_usage(volumes)
+    dice = mean_tissue_dice(volumes, recon)
+    spikes = ", ".join(f"{p}: {v:.2f}" for p, v in grid_spikes(recon).items())
     logger.info(
         f"Held-out ({len(volumes)} volumes): PSNR "
         f"{np.mean([psnr(a, b) for a, b in zip(volumes, recon)]):.2f} dB, SSIM "
-        f"{np.mean([ssim(a, b) for a, b in zip(volumes, recon)]):.4f}, sharpness "
+        f"{np.mean([ssim(a, b) for a, b in zip(volumes, recon)]):.4f}, tissue Dice "
+        f"GM {dice['gm']:.3f} / WM {dice['wm']:.3f}, spectral spikes ({spikes}; "
+        f"1 = no grid), sharpness "
         f"ratio {sharpness_ratio(volumes, recon, paired=True):.3f} (1 = as sharp as "
         f"real), codebook usage {usage['codebook_usage']:.0%}, perplexity "
         f"{usage['perplexity']:.1f}"

@@ -73,9 +73,7 @@ def parse(argv=None):
     )
     p.add_argument("--vq-adversarial", type=float, default=0.02)
     p.add_argument("--vq-feature-matching", type=float, default=0.0)
-    p.add_argument(
-        "--vq-disc-lr", type=float, default=None, help="default: twice --vq-lr"
-    )
+    p.add_argument("--vq-disc-lr", type=float, default=1e-4)
     p.add_argument("--ldm-epochs", type=int, default=45)
     p.add_argument("--ldm-batch", type=int, default=8)
     p.add_argument("--ldm-lr", type=float, default=2e-4)

@@ -395,7 +395,7 @@ class VQVAE3D(SavedModel):
         adversarial_start=None,
         adversarial_loss="hinge",
         discriminator_channels=16,
-        discriminator_learning_rate=None,
+        discriminator_learning_rate=1e-4,
         feature_matching=0.0,
         distribute=None,
     ):
@@ -450,7 +450,10 @@ class VQVAE3D(SavedModel):
             First-layer channels of the discriminator.
         discriminator_learning_rate : float, optional
             Peak learning rate of the discriminator's own Adam (beta_1 0.5,
-            the same warm-up and decay); default twice ``learning_rate``.
+            the same warm-up and decay). The default 1e-4 is MONAI's: on the
+            default cohort a discriminator trained alone against a frozen
+            autoencoder told held-out reconstructions from real 0.99 of the
+            time at 1e-4, and learned nothing at 1e-3 (0.51).
         feature_matching : float, optional
             Weight of discriminator feature matching: L1 between the
             discriminator's block outputs on real and reconstructed patches,
@@ -497,8 +500,6 @@ class VQVAE3D(SavedModel):
                 or value < low
             ):
                 raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
-        if discriminator_learning_rate is None:
-            discriminator_learning_rate = 2 * learning_rate
         for name, value in (
             ("learning_rate", learning_rate),
             ("adversarial_weight", adversarial_weight),

@@ -215,7 +215,7 @@ class TrainVQVAE3DFlow(Workflow):
         adversarial_weight=0.0,
         adversarial_start=-1,
         adversarial_loss="hinge",
-        discriminator_learning_rate=0.0,
+        discriminator_learning_rate=1e-4,
         feature_matching=0.0,
         epochs=50,
         batch_size=2,
@@ -287,8 +287,8 @@ class TrainVQVAE3DFlow(Workflow):
         adversarial_loss : string, optional
             hinge, least_squares or non_saturating.
         discriminator_learning_rate : float, optional
-            Learning rate of the discriminator's own optimizer; 0: twice
-            the learning rate.
+            Learning rate of the discriminator's own optimizer (1e-3 is too
+            high: a discriminator learned nothing there).
         feature_matching : float, optional
             Weight of discriminator feature matching (a perceptual loss
             that needs no pretrained network; 0: none).
@@ -356,7 +356,7 @@ class TrainVQVAE3DFlow(Workflow):
             adversarial_weight=adversarial_weight,
             adversarial_start=None if adversarial_start == -1 else adversarial_start,
             adversarial_loss=adversarial_loss,
-            discriminator_learning_rate=discriminator_learning_rate or None,
+            discriminator_learning_rate=discriminator_learning_rate,
             feature_matching=feature_matching,
             **run.fit_options(),
         )

@@ -757,3 +757,23 @@ def test_failed_model_write_loses_no_training(
     assert (tmp_path / "out" / "vqvae3d.npz").exists()
     assert epochs_run == []  # restored at its last epoch: nothing retrained
     assert not ckpt.exists()  # removed once the model file was written
+
+
+def test_training_flow_quantizer_and_output_stage_options(t1_folder, tmp_path):
+    from dipy_ext.nn.vqvae import VQVAE3D
+
+    TrainVQVAE3DFlow().run(
+        str(t1_folder / "*_T1w.nii.gz"),
+        grid_shape=GRID,
+        voxel_size=(4.0,),
+        channels=(8, 16),
+        quantizer="fsq",
+        fsq_levels=(4, 4, 3),
+        epochs=1,
+        batch_size=2,
+        validation_fraction=0.0,
+        out_dir=str(tmp_path),
+    )
+    vq = VQVAE3D.load(tmp_path / "vqvae3d.npz")
+    assert vq.quantizer.spec() == {"kind": "fsq", "levels": [4, 4, 3]}
+    assert vq.embedding_dim == 3 and vq.output_stage == "interpolate"

@@ -128,11 +128,11 @@ def build_decoder(channels, num_res_blocks, embedding_dim, groups, dtype, output
         # sub-pixel output: 8 voxels predicted per half-resolution voxel
         out = SubpixelConv3D(1, dtype="float32", name="to_volume")(x)
     elif output == "interpolate":
-        # few channels at full resolution, the same filters at every voxel
+        # linear from here on: trilinear interpolation has a zero at the
+        # 2-voxel period, and no nonlinearity after it can mix frequencies
+        # back into that period (a SiLU here left spikes of 1.07-1.52)
         x = layers.Conv3D(HEAD_CHANNELS, 1, dtype=dtype)(x)
         x = TrilinearUpsample3D(dtype=dtype)(x)
-        x = layers.Conv3D(HEAD_CHANNELS, 3, padding="same", dtype=dtype)(x)
-        x = layers.Activation("silu", dtype=dtype)(x)
         out = layers.Conv3D(1, 3, padding="same", dtype="float32", name="to_volume")(x)
     else:
         out = layers.Conv3D(1, 3, padding="same", dtype="float32", name="to_volume")(x)
@@ -223,9 +223,10 @@ class VQVAE3D(SavedModel):
             How the decoder's last level returns to full resolution (with
             ``pixel_shuffle``): "subpixel" predicts each 2x2x2 block's eight
             voxels from separate filters, which drift apart in training and
-            leave a 2-voxel grid; "interpolate" upsamples features
-            trilinearly and finishes with convolutions at full resolution,
-            the same filter at every voxel (no grid).
+            leave a 2-voxel grid; "interpolate" upsamples 16 feature maps
+            trilinearly and finishes with one linear convolution at full
+            resolution: the same filter at every voxel, and nothing that can
+            put power back at the 2-voxel period (no grid).
         groups : int, optional
             GroupNormalization groups.
         loss : {"l1", "l2"}, optional

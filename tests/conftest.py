@@ -66,6 +66,8 @@ def trained_vqvae(phantoms, tmp_path_factory):
         input_shape=SHAPE,
         channels=(16, 32),
         num_res_blocks=1,
+        quantizer="vq",
+        output_stage="subpixel",
         num_embeddings=64,
         embedding_dim=4,
         seed=0,

@@ -59,6 +59,8 @@ def test_constructors_leave_global_generators_alone():
     kw = {
         "input_shape": (16, 16, 16),
         "channels": (8, 16),
+        "quantizer": "vq",
+        "output_stage": "subpixel",
         "num_embeddings": 16,
         "embedding_dim": 4,
         "seed": 3,

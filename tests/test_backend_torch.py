@@ -30,7 +30,8 @@ TORCH_TRAINING = textwrap.dedent(
     assert keras.backend.backend() == "torch"
     out = sys.argv[1]
     x = phantom_cohort(4, (16, 16, 16), rng=0)
-    vq = VQVAE3D(input_shape=(16, 16, 16), channels=(8, 16), num_embeddings=16,
+    vq = VQVAE3D(input_shape=(16, 16, 16), channels=(8, 16), quantizer="vq",
+                 output_stage="subpixel", num_embeddings=16,
                  embedding_dim=4, seed=0, verbose=False)
     vq.fit(x, epochs=2, batch_size=2, adversarial_weight=0.1, adversarial_start=0)
     ldm = LatentDiffusion3D(vq, channels=(8, 16), attention_levels=(False, True),

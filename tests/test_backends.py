@@ -26,7 +26,8 @@ JAX_TRAINING = textwrap.dedent(
     assert keras.backend.backend() == "jax"
     out = sys.argv[1]
     x = phantom_cohort(4, (16, 16, 16), rng=0)
-    vq = VQVAE3D(input_shape=(16, 16, 16), channels=(8, 16), num_embeddings=16,
+    vq = VQVAE3D(input_shape=(16, 16, 16), channels=(8, 16), quantizer="vq",
+                 output_stage="subpixel", num_embeddings=16,
                  embedding_dim=4, seed=0, verbose=False)
     history = vq.fit(x, epochs=6, batch_size=2, patch_shape=(8, 8, 8),
                      structure_losses={"gradient": 1.0}, adversarial_weight=0.1,

@@ -56,6 +56,8 @@ def tiny_vq():
     vq = VQVAE3D(
         input_shape=SHAPE,
         channels=(8, 16),
+        quantizer="vq",
+        output_stage="subpixel",
         num_embeddings=16,
         embedding_dim=4,
         space="MNI",

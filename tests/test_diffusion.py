@@ -18,6 +18,8 @@ def tiny_vq():
         input_shape=SHAPE,
         channels=(8, 16),
         num_res_blocks=1,
+        quantizer="vq",
+        output_stage="subpixel",
         num_embeddings=16,
         embedding_dim=4,
         seed=0,

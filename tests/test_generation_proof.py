@@ -48,6 +48,8 @@ def generation():
         input_shape=SHAPE,
         channels=(16, 32),
         num_res_blocks=1,
+        quantizer="vq",
+        output_stage="subpixel",
         num_embeddings=128,
         embedding_dim=4,
         seed=0,

@@ -19,6 +19,8 @@ def tiny(**kw):
         "input_shape": (16, 16, 16),
         "channels": (8, 16),
         "num_res_blocks": 1,
+        "quantizer": "vq",
+        "output_stage": "subpixel",
         "num_embeddings": 16,
         "embedding_dim": 4,
         "seed": 0,
@@ -300,3 +302,33 @@ def test_diverging_training_stops_with_one_line(tmp_path):
         ValueError, match=r"training diverged: the loss became (nan|inf)"
     ):
         vq.fit(x, epochs=2, batch_size=2, checkpoint_dir=tmp_path / "ckpt")
+
+
+def test_shipped_model_file_gives_the_outputs_it_gave_before_the_quantizer_seam():
+    """Model files made before quantizers were objects (no "quantizer" or
+    "output_stage" in their config) load as EMA VQ with a sub-pixel output
+    and give the same codes and decoder output as the code before the seam
+    (numbers taken with that code, commit 46476f5)."""
+    from dipy_ext.data.default import default_model_path
+    from dipy_ext.nn.diffusion import LatentDiffusion3D
+
+    vq = LatentDiffusion3D.load(default_model_path()).vqvae
+    assert vq.quantizer.kind == "vq" and vq.output_stage == "subpixel"
+    latents = vq.random_latents(1, seed=3)
+    raw = np.asarray(vq.decoder.predict(latents, verbose=0))[0, ..., 0]
+    raw = raw.astype(np.float64)
+    indices = vq.encode(raw.astype(np.float32), return_indices=True)
+    npt.assert_allclose(
+        latents.astype(np.float64).sum(), 2539.1782640218735, rtol=1e-12
+    )
+    npt.assert_allclose(raw.sum(), 1294868.4881016759, rtol=1e-9)
+    npt.assert_allclose((raw**2).sum(), 921303.9289516236, rtol=1e-9)
+    npt.assert_allclose(raw[64, 64, 64], 0.4913475811481476, rtol=1e-9)
+    assert int(indices.sum()) == 2004232
+
+
+def test_defaults_are_the_benchmark_choice():
+    vq = VQVAE3D(input_shape=(16, 16, 16), seed=0, verbose=False)
+    assert vq.quantizer.spec() == {"kind": "fsq", "levels": [8, 8, 8, 5, 5, 5]}
+    assert vq.output_stage == "interpolate" and vq.compression == 4
+    assert vq.embedding_dim == 6 and vq.num_embeddings == 64000

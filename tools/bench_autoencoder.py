@@ -85,6 +85,14 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ladder", action="store_true")
     p.add_argument(
+        "--figure",
+        nargs="*",
+        default=[],
+        metavar="RECIPE",
+        help="write recipes.png: mid-slices of a held-out volume and its "
+        "reconstruction by each recipe already run (--out)",
+    )
+    p.add_argument(
         "--capacity",
         nargs="*",
         default=[],
@@ -206,6 +214,19 @@ def unet_probe(latent_shape, latent_channels, batch, steps):
     )
 
 
+def figure(names, args, heldout, index=0):
+    """Three mid-slices of one held-out volume, then of its reconstruction
+    by each recipe (saved by earlier runs into ``--out``)."""
+    from dipy_ext.viz import mosaic
+
+    out = Path(args.out)
+    volumes = [heldout[index]]
+    volumes += [np.load(out / f"{n}_recon.npy")[index] for n in names]
+    path = out / "recipes.png"
+    mosaic(volumes, path, titles=["real", *names], vmax=1.0)
+    print("wrote", path, flush=True)
+
+
 def capacity(path, args, train, heldout):
     """Held-out accuracy of a discriminator trained alone against a frozen
     autoencoder (the check joint training needs to pass)."""
@@ -309,6 +330,8 @@ def main(argv=None):
     if args.ladder:
         results["ladder"] = ladder(heldout)
     train = cohort[: args.n_train]
+    if args.figure:
+        figure(args.figure, args, heldout)
     for path in args.capacity:
         results[f"capacity {path}"] = capacity(path, args, train, heldout)
     # step times first, one after another on an otherwise idle machine

@@ -71,6 +71,8 @@ def training_speed(args):
     vq = VQVAE3D(
         input_shape=shape,
         channels=(32, 64, 128),
+        quantizer="vq",
+        output_stage="subpixel",
         num_embeddings=1024,
         embedding_dim=8,
         mixed_precision=args.mixed_precision,

@@ -24,6 +24,8 @@ RUN = textwrap.dedent(
 
     shape, patch, batch, steps, channels = json.loads(sys.argv[1])
     vq = VQVAE3D(input_shape=shape, channels=channels, num_res_blocks=1,
+                 quantizer="vq",
+                 output_stage="subpixel",
                  num_embeddings=1024, embedding_dim=8, seed=0, verbose=False)
     data = np.random.default_rng(0).random((batch * steps, *shape), np.float32)
     start = time.perf_counter()

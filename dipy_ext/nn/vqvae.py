@@ -60,7 +60,11 @@ def _checked_intensity_map(knots):
     return knots
 
 
-OUTPUT_STAGES = ("subpixel", "interpolate")
+OUTPUT_STAGES = ("interpolate", "subpixel")
+# the benchmark's choice (tools/bench_autoencoder.py): 16 bits per position
+DEFAULT_QUANTIZER = {"kind": "fsq", "levels": [8, 8, 8, 5, 5, 5]}
+# the layout of model files made before each option existed
+LEGACY_CONFIG = {"pixel_shuffle": False, "quantizer": "vq", "output_stage": "subpixel"}
 # channels of the full-resolution head of the "interpolate" output stage
 HEAD_CHANNELS = 16
 
@@ -167,13 +171,13 @@ class VQVAE3D(SavedModel):
         channels=(32, 64),
         num_res_blocks=1,
         pixel_shuffle=True,
-        quantizer="vq",
+        quantizer=DEFAULT_QUANTIZER,
         num_embeddings=512,
         embedding_dim=8,
         commitment_cost=0.25,
         decay=0.99,
         dead_code_threshold=1.0,
-        output_stage="subpixel",
+        output_stage="interpolate",
         groups=8,
         loss="l1",
         background_weight=1.0,
@@ -204,9 +208,11 @@ class VQVAE3D(SavedModel):
             training step costs about a third.
         quantizer : {"vq", "fsq", "rvq"} or dict, optional
             The quantizer (:mod:`dipy_ext.nn.quantizer`): a kind, or a spec
-            ``{"kind": ..., **options}`` such as ``{"kind": "fsq", "levels":
-            [8, 8, 8, 5, 5, 5]}`` or ``{"kind": "rvq", "stages": 2}``. The
-            options below fill what a "vq" or "rvq" spec leaves out.
+            ``{"kind": ..., **options}`` such as ``{"kind": "rvq", "stages":
+            2}``. The options below fill what a "vq" or "rvq" spec leaves
+            out. Default: FSQ with levels ``[8, 8, 8, 5, 5, 5]`` (16 bits in
+            6 channels), the choice of ``tools/bench_autoencoder.py`` (see
+            ``doc/autoencoder.rst``).
         num_embeddings : int, optional
             Codebook size ("vq", "rvq").
         embedding_dim : int, optional
@@ -219,7 +225,7 @@ class VQVAE3D(SavedModel):
         dead_code_threshold : float, optional
             Codes whose EMA count per batch falls below this are restarted
             ("vq", "rvq").
-        output_stage : {"subpixel", "interpolate"}, optional
+        output_stage : {"interpolate", "subpixel"}, optional
             How the decoder's last level returns to full resolution (with
             ``pixel_shuffle``): "subpixel" predicts each 2x2x2 block's eight
             voxels from separate filters, which drift apart in training and
@@ -798,10 +804,8 @@ class VQVAE3D(SavedModel):
     @classmethod
     def _from_meta(cls, meta, weights, *, source, **kwargs):
         try:
-            # files written before pixel shuffling existed have none
-            model = cls.from_config(
-                {"pixel_shuffle": False, **meta["config"]}, **kwargs
-            )
+            # what files written before an option existed were made with
+            model = cls.from_config({**LEGACY_CONFIG, **meta["config"]}, **kwargs)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(
                 f"the VQVAE3D config in {source} is not valid for this version: {e}"

@@ -202,7 +202,7 @@ class TrainVQVAE3DFlow(Workflow):
         channels=(32, 64),
         num_res_blocks=(1,),
         no_pixel_shuffle=False,
-        quantizer="vq",
+        quantizer="fsq",
         fsq_levels=(8, 8, 8, 5, 5, 5),
         rvq_stages=2,
         num_embeddings=512,
@@ -254,8 +254,9 @@ class TrainVQVAE3DFlow(Workflow):
             Run the first level at full resolution (slower; the layout of
             models made before pixel shuffling).
         quantizer : string, optional
-            vq (EMA codebook), fsq (finite scalar quantization: each latent
-            channel rounded to a few levels) or rvq (residual VQ).
+            fsq (finite scalar quantization: each latent channel rounded to
+            a few levels; the default, chosen by benchmark), vq (EMA
+            codebook) or rvq (residual VQ).
         fsq_levels : variable int, optional
             Levels per latent channel with fsq (the default: 16 bits in 6
             channels).

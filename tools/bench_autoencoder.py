@@ -326,7 +326,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     cohort = np.load(args.cohort, mmap_mode="r")
     heldout = np.asarray(cohort[args.n_train : args.n_train + args.n_heldout])
-    results = {}
+    results_file = out / "results.json"  # earlier runs' results are kept
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     if args.ladder:
         results["ladder"] = ladder(heldout)
     train = cohort[: args.n_train]
@@ -342,8 +343,8 @@ def main(argv=None):
         results[name] = r
         print(json.dumps(r, default=float), flush=True)
         np.save(out / f"{name}_recon.npy", recon[:4])
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+        results_file.write_text(json.dumps(results, indent=1, default=float))
+    results_file.write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":

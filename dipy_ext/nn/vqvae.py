@@ -290,7 +290,8 @@ class VQVAE3D(SavedModel):
             decay=decay,
             dead_code_threshold=dead_code_threshold,
         )
-        probe = make_quantizer(self.quantizer_spec)
+        # a fixed seed: an unseeded generator would draw from Python's global one
+        probe = make_quantizer(self.quantizer_spec, seed=0)
         self.num_embeddings = probe.num_codes
         self.embedding_dim = probe.embedding_dim
         self.commitment_cost = float(commitment_cost)

@@ -144,21 +144,25 @@ class Quantizer(layers.Layer):
             aggregation="mean",
         )
 
+    def usage_ids(self, indices, xp):
+        """The counter slot of each index, flat (``xp``: ``ops`` or numpy):
+        each index channel has its own ``num_codes`` slots."""
+        flat = xp.reshape(indices, (-1, self.index_channels))
+        offsets = xp.arange(self.index_channels) * self.num_codes
+        return xp.reshape(flat + offsets[None, :], (-1,))
+
     def count_usage(self, indices):
         """Add the use of ``indices`` (any shape, last axis the index channels
         when there are several) to :attr:`usage_count`."""
-        flat = ops.reshape(indices, (-1, self.index_channels))
-        offsets = ops.arange(self.index_channels, dtype="int32") * self.num_codes
-        flat = ops.reshape(ops.cast(flat, "int32") + offsets[None, :], (-1,))
-        ones = ops.ones(ops.shape(flat), "float32")
-        counts = ops.segment_sum(ones, flat, num_segments=self.usage_size())
+        ids = ops.cast(self.usage_ids(ops.cast(indices, "int32"), ops), "int32")
+        ones = ops.ones(ops.shape(ids), "float32")
+        counts = ops.segment_sum(ones, ids, num_segments=self.usage_size())
         self.usage_count.assign_add(_sum_across_replicas(counts))
 
     def code_counts(self, indices):
         """Per-code counts (numpy) of an index array, as :attr:`usage_count`."""
-        flat = np.asarray(indices, np.int64).reshape(-1, self.index_channels)
-        flat = flat + np.arange(self.index_channels) * self.num_codes
-        return np.bincount(flat.ravel(), minlength=self.num_codes * self.index_channels)
+        ids = self.usage_ids(np.asarray(indices, np.int64), np)
+        return np.bincount(ids, minlength=self.usage_size())
 
     def index_shape(self, spatial_shape):
         """Shape of the indices of latents with this spatial shape."""
@@ -309,15 +313,16 @@ class VectorQuantizer(Quantizer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        _check_int("num_embeddings", num_embeddings, 2)
-        _check_int("embedding_dim", embedding_dim, 1)
-        self.num_embeddings = self.num_codes = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        _set_ema_options(
+            self,
+            num_embeddings,
+            embedding_dim,
+            commitment_cost,
+            decay,
+            dead_code_threshold,
+            epsilon,
+        )
         self.index_channels = 1
-        self.commitment_cost = float(commitment_cost)
-        self.decay = float(decay)
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.epsilon = float(epsilon)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -370,14 +375,7 @@ class VectorQuantizer(Quantizer):
         return self.codebook[np.asarray(indices)]
 
     def spec(self):
-        return {
-            "kind": self.kind,
-            "num_embeddings": self.num_embeddings,
-            "embedding_dim": self.embedding_dim,
-            "commitment_cost": self.commitment_cost,
-            "decay": self.decay,
-            "dead_code_threshold": self.dead_code_threshold,
-        }
+        return _ema_spec(self)
 
 
 @register_quantizer("rvq")
@@ -404,16 +402,17 @@ class ResidualVectorQuantizer(Quantizer):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        _check_int("num_embeddings", num_embeddings, 2)
-        _check_int("embedding_dim", embedding_dim, 1)
+        _set_ema_options(
+            self,
+            num_embeddings,
+            embedding_dim,
+            commitment_cost,
+            decay,
+            dead_code_threshold,
+            epsilon,
+        )
         _check_int("stages", stages, 1)
-        self.num_embeddings = self.num_codes = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
         self.stages = self.index_channels = int(stages)
-        self.commitment_cost = float(commitment_cost)
-        self.decay = float(decay)
-        self.dead_code_threshold = float(dead_code_threshold)
-        self.epsilon = float(epsilon)
         self.seed_generators = [
             keras.random.SeedGenerator(None if seed is None else seed + s)
             for s in range(self.stages)
@@ -479,15 +478,7 @@ class ResidualVectorQuantizer(Quantizer):
         )
 
     def spec(self):
-        return {
-            "kind": self.kind,
-            "num_embeddings": self.num_embeddings,
-            "embedding_dim": self.embedding_dim,
-            "stages": self.stages,
-            "commitment_cost": self.commitment_cost,
-            "decay": self.decay,
-            "dead_code_threshold": self.dead_code_threshold,
-        }
+        return {**_ema_spec(self), "stages": self.stages}
 
 
 @register_quantizer("fsq")
@@ -538,24 +529,14 @@ class FiniteScalarQuantizer(Quantizer):
             return self.num_codes
         return len(self.levels) * max(self.levels)
 
-    def _counted(self, digits, indices, xp):
-        """What the usage counter counts: the codes, or each channel's level."""
+    def usage_ids(self, indices, xp):
+        """The codes, or past :data:`MAX_COUNTED_CODES` each channel's level."""
         if self.num_codes <= MAX_COUNTED_CODES:
-            return indices
-        offsets = xp.arange(len(self.levels)) * max(self.levels)
-        return digits + offsets
-
-    def count_usage(self, counted):
-        flat = ops.reshape(ops.cast(counted, "int32"), (-1,))
-        ones = ops.ones(ops.shape(flat), "float32")
-        counts = ops.segment_sum(ones, flat, num_segments=self.usage_size())
-        self.usage_count.assign_add(_sum_across_replicas(counts))
-
-    def code_counts(self, indices):
-        indices = np.asarray(indices, np.int64)
-        digits = (indices[..., None] // self._basis) % np.asarray(self.levels)
-        counted = self._counted(digits, indices, np)
-        return np.bincount(np.ravel(counted), minlength=self.usage_size())
+            return xp.reshape(indices, (-1,))
+        basis = self._basis.astype(np.int32)
+        digits = (indices[..., None] // basis) % np.asarray(self.levels, np.int32)
+        offsets = np.arange(len(self.levels), dtype=np.int32) * max(self.levels)
+        return xp.reshape(digits + offsets, (-1,))
 
     def call(self, z, training=False):
         z = ops.cast(z, "float32")
@@ -571,7 +552,7 @@ class FiniteScalarQuantizer(Quantizer):
             digits * ops.convert_to_tensor(self._basis.astype(np.int32)), axis=-1
         )
         if training:
-            self.count_usage(self._counted(digits, indices, ops))
+            self.count_usage(indices)
         return quantized, indices
 
     def _digits(self, latents):
@@ -594,6 +575,37 @@ class FiniteScalarQuantizer(Quantizer):
 
     def spec(self):
         return {"kind": self.kind, "levels": list(self.levels)}
+
+
+def _set_ema_options(
+    layer,
+    num_embeddings,
+    embedding_dim,
+    commitment_cost,
+    decay,
+    dead_code_threshold,
+    epsilon,
+):
+    """The codebook options shared by the EMA quantizers, checked."""
+    _check_int("num_embeddings", num_embeddings, 2)
+    _check_int("embedding_dim", embedding_dim, 1)
+    layer.num_embeddings = layer.num_codes = int(num_embeddings)
+    layer.embedding_dim = int(embedding_dim)
+    layer.commitment_cost = float(commitment_cost)
+    layer.decay = float(decay)
+    layer.dead_code_threshold = float(dead_code_threshold)
+    layer.epsilon = float(epsilon)
+
+
+def _ema_spec(layer):
+    return {
+        "kind": layer.kind,
+        "num_embeddings": layer.num_embeddings,
+        "embedding_dim": layer.embedding_dim,
+        "commitment_cost": layer.commitment_cost,
+        "decay": layer.decay,
+        "dead_code_threshold": layer.dead_code_threshold,
+    }
 
 
 def _check_int(name, value, low):

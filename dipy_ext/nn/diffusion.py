@@ -19,9 +19,12 @@ default, or ancestral DDPM), optionally with classifier-free guidance, then
 decodes with the VQ-VAE: volumes on the model grid, in [0, 1].
 """
 
+import inspect
+
 from dipy.utils.logging import logger
 import numpy as np
 
+from dipy_ext._checks import check_integer, check_number
 from dipy_ext.nn._backend import dtype_policy, keras, ops, seeded
 from dipy_ext.nn.distribute import BuiltBeforeFit, make_strategy, strategy_scope
 from dipy_ext.nn.first_stage import check_first_stage, first_stage_class
@@ -48,6 +51,7 @@ DEFAULT_SAMPLING = {
 # files written before models recorded their sampling settings get those
 # dipy_synthesize_brain used then (measured best for the first default model)
 LEGACY_SAMPLING = {**DEFAULT_SAMPLING, "num_inference_steps": 200, "eta": 1.0}
+SAMPLING_BATCH_SIZE = 4  # samples denoised (and decoded) together
 
 
 def condition_statistics(conditions):
@@ -490,40 +494,11 @@ class LatentDiffusion3D(SavedModel):
             of the wrong shape or given to an unconditional model; an
             unknown ``distribute``; a loss that becomes NaN (nothing saved).
         """
-        data, _ = as_volume_batch(volumes, self.vqvae.input_shape)
-        conditions = self._check_conditions(conditions, len(data))
-        if conditions is not None:
-            if self.condition_stats is None:
-                self.condition_stats = condition_statistics(conditions)
-            conditions = self._standardise(conditions)
-        if flip_augment:
-            data = np.concatenate([data, data[:, ::-1]])
-            if conditions is not None:
-                conditions = np.concatenate([conditions, conditions])
-        raw = self.vqvae.encode(data, batch_size=batch_size)
-        if self.scale_factor is None:
-            self.latent_mean = raw.mean(axis=0).astype(np.float32)
-            self.scale_factor = float(1.0 / ((raw - self.latent_mean).std() + 1e-8))
-        latents = ((raw - self.latent_mean) * self.scale_factor).astype(np.float32)
-        train = ArrayBatches(
-            latents, batch_size, seed=self.seed, conditions=conditions, targets=False
-        )
+        train = self._training_batches(volumes, conditions, batch_size, flip_augment)
         val = None
         if validation_data is not None:
-            val_vols, _ = as_volume_batch(
-                validation_data, self.vqvae.input_shape, name="validation_data"
-            )
-            val_cond = self._check_conditions(
-                validation_conditions, len(val_vols), "validation_conditions"
-            )
-            if val_cond is not None:
-                val_cond = self._standardise(val_cond)
-            val = ArrayBatches(
-                self.encode(val_vols),
-                batch_size,
-                shuffle=False,
-                conditions=val_cond,
-                targets=False,
+            val = self._validation_batches(
+                validation_data, validation_conditions, batch_size
             )
         strategy = make_strategy(distribute)
         with strategy_scope(strategy):
@@ -555,6 +530,47 @@ class LatentDiffusion3D(SavedModel):
         if trainer is not self.trainer:  # the averaged weights, back home
             self.unet.set_weights(trainer.unet.get_weights())
         return history
+
+    def _training_batches(self, volumes, conditions, batch_size, flip_augment):
+        """Batches of normalised latents (the volumes encoded once) and
+        standardised conditions; sets the latents' normalisation on a first
+        fit."""
+        data, _ = as_volume_batch(volumes, self.vqvae.input_shape)
+        conditions = self._check_conditions(conditions, len(data))
+        if conditions is not None:
+            if self.condition_stats is None:
+                self.condition_stats = condition_statistics(conditions)
+            conditions = self._standardise(conditions)
+        if flip_augment:
+            data = np.concatenate([data, data[:, ::-1]])
+            if conditions is not None:
+                conditions = np.concatenate([conditions, conditions])
+        raw = self.vqvae.encode(data, batch_size=batch_size)
+        if self.scale_factor is None:
+            self.latent_mean = raw.mean(axis=0).astype(np.float32)
+            self.scale_factor = float(1.0 / ((raw - self.latent_mean).std() + 1e-8))
+        latents = ((raw - self.latent_mean) * self.scale_factor).astype(np.float32)
+        return ArrayBatches(
+            latents, batch_size, seed=self.seed, conditions=conditions, targets=False
+        )
+
+    def _validation_batches(self, volumes, conditions, batch_size):
+        """Batches of held-out latents and conditions, in order."""
+        volumes, _ = as_volume_batch(
+            volumes, self.vqvae.input_shape, name="validation_data"
+        )
+        conditions = self._check_conditions(
+            conditions, len(volumes), "validation_conditions"
+        )
+        if conditions is not None:
+            conditions = self._standardise(conditions)
+        return ArrayBatches(
+            self.encode(volumes),
+            batch_size,
+            shuffle=False,
+            conditions=conditions,
+            targets=False,
+        )
 
     # -------------------------------------------------------------- sample
     def _model_output(self, x, t, conditions, guidance_scale):
@@ -591,7 +607,7 @@ class LatentDiffusion3D(SavedModel):
         guidance_scale=None,
         seed=None,
         first_sample=0,
-        batch_size=4,
+        batch_size=SAMPLING_BATCH_SIZE,
         progress=True,
     ):
         """Normalised latents drawn by the reverse diffusion process.
@@ -604,14 +620,7 @@ class LatentDiffusion3D(SavedModel):
             In the diffusion model's normalised latent space
             (:meth:`decode` turns them into volumes).
         """
-        if isinstance(num_samples, bool) or not isinstance(
-            num_samples, (int, np.integer)
-        ):
-            raise ValueError(
-                f"num_samples should be a positive integer, got {num_samples!r}"
-            )
-        if num_samples < 1:
-            raise ValueError(f"num_samples should be >= 1, got {num_samples}")
+        check_integer("num_samples", num_samples, 1)
         if self.scale_factor is None:
             raise ValueError("this model is not trained: fit it (or load one) first")
         sampler, num_inference_steps, eta, guidance_scale = self.sampling_settings(
@@ -620,24 +629,12 @@ class LatentDiffusion3D(SavedModel):
             eta=eta,
             guidance_scale=guidance_scale,
         ).values()
-        if not (
-            isinstance(guidance_scale, (int, float, np.floating))
-            and np.isfinite(guidance_scale)
-            and guidance_scale >= 0
-        ):
-            raise ValueError(
-                f"guidance_scale should be a finite number >= 0, got {guidance_scale!r}"
-            )
+        check_number("guidance_scale", guidance_scale)
         if guidance_scale != 1.0 and self.condition_dim == 0:
             raise ValueError("guidance_scale != 1 needs a conditional model")
-        if conditions is None and self.condition_dim:
-            conditions = self.sample_conditions(
-                num_samples, seed=seed, first_sample=first_sample
-            )
-        conditions = self._check_conditions(conditions, num_samples)
-        if conditions is not None:
-            self._warn_out_of_range(conditions)
-            conditions = self._standardise(conditions)
+        conditions = self._sampling_conditions(
+            conditions, num_samples, seed, first_sample
+        )
         if not isinstance(sampler, Sampler):
             sampler = make_sampler(sampler, self.schedule, eta=eta)
         streams = sample_streams(seed, first_sample, num_samples)
@@ -648,7 +645,7 @@ class LatentDiffusion3D(SavedModel):
             cond = None if conditions is None else conditions[batch]
             return self._model_output(x, t, cond, guidance_scale)
 
-        out = run_sampler(
+        return run_sampler(
             sampler,
             denoise,
             noise,
@@ -657,22 +654,21 @@ class LatentDiffusion3D(SavedModel):
             batch_size=batch_size,
             progress=progress,
         )
-        return out
 
-    def predict(
-        self,
-        num_samples,
-        *,
-        conditions=None,
-        num_inference_steps=None,
-        sampler=None,
-        eta=None,
-        guidance_scale=None,
-        seed=None,
-        first_sample=0,
-        batch_size=4,
-        progress=True,
-    ):
+    def _sampling_conditions(self, conditions, num_samples, seed, first_sample):
+        """Standardised conditions for a draw (drawn from the training
+        distribution when none are given); None for an unconditional model."""
+        if conditions is None and self.condition_dim:
+            conditions = self.sample_conditions(
+                num_samples, seed=seed, first_sample=first_sample
+            )
+        conditions = self._check_conditions(conditions, num_samples)
+        if conditions is not None:
+            self._warn_out_of_range(conditions)
+            conditions = self._standardise(conditions)
+        return conditions
+
+    def predict(self, num_samples, **options):
         """Generate volumes.
 
         Parameters
@@ -722,19 +718,12 @@ class LatentDiffusion3D(SavedModel):
             or guidance on an unconditional model); conditions of the wrong
             shape, with NaN/Inf, or given to an unconditional model.
         """
-        latents = self.sample_latents(
-            num_samples,
-            conditions=conditions,
-            num_inference_steps=num_inference_steps,
-            sampler=sampler,
-            eta=eta,
-            guidance_scale=guidance_scale,
-            seed=seed,
-            first_sample=first_sample,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        latents = self.sample_latents(num_samples, **options)
+        batch_size = options.get("batch_size", SAMPLING_BATCH_SIZE)
         return self.decode(latents, batch_size=batch_size)
+
+    # help() and IDEs show predict's options: sample_latents' signature, once
+    predict.__signature__ = inspect.signature(sample_latents)
 
     # ----------------------------------------------------------- save/load
     def _file_contents(self):

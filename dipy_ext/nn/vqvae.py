@@ -18,6 +18,7 @@ more than half of a training step's time for a sixth of the useful work.
 
 import numpy as np
 
+from dipy_ext._checks import check_integer, check_number
 from dipy_ext.nn._backend import dtype_policy, keras, layers, seeded
 from dipy_ext.nn.autoencoder_training import make_trainer
 from dipy_ext.nn.discriminator import adversarial_losses
@@ -270,18 +271,7 @@ class VQVAE3D(SavedModel):
             Show training progress (default): a Keras progress bar on a
             terminal, one line per epoch when output goes to a file.
         """
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.channels = tuple(int(c) for c in channels)
-        levels = len(self.channels)
-        self.num_res_blocks = _per_level(num_res_blocks, levels, "num_res_blocks")
-        self.pixel_shuffle = bool(pixel_shuffle)
-        factor = self.compression = 2 ** (levels - 1 + self.pixel_shuffle)
-        if len(self.input_shape) != 3 or any(s % factor for s in self.input_shape):
-            raise ValueError(
-                f"input_shape should be 3 ints divisible by {factor} "
-                f"(the compression factor), got {self.input_shape}"
-            )
-        self.latent_shape = tuple(s // factor for s in self.input_shape)
+        self._set_grid(input_shape, channels, num_res_blocks, pixel_shuffle)
         self.quantizer_spec = _quantizer_spec(
             quantizer,
             num_embeddings=num_embeddings,
@@ -297,14 +287,41 @@ class VQVAE3D(SavedModel):
         self.commitment_cost = float(commitment_cost)
         self.decay = float(decay)
         self.dead_code_threshold = float(dead_code_threshold)
+        self.groups = int(groups)
+        self.loss = loss
+        reconstruction_loss(loss)  # validate early
+        self.background_weight = float(background_weight)
+        self._set_output(output_stage, affine, space, background_threshold)
+        self.intensity_map = _checked_intensity_map(intensity_map)
+        self.mixed_precision = bool(mixed_precision)
+        self.seed = seed
+        self.verbose = verbose
+        with seeded(seed):
+            self.network = self._build_network()
+        self.encoder = self.network.encoder
+        self.quantizer = self.network.quantizer
+        self.decoder = self.network.decoder
+
+    def _set_grid(self, input_shape, channels, num_res_blocks, pixel_shuffle):
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.channels = tuple(int(c) for c in channels)
+        levels = len(self.channels)
+        self.num_res_blocks = _per_level(num_res_blocks, levels, "num_res_blocks")
+        self.pixel_shuffle = bool(pixel_shuffle)
+        factor = self.compression = 2 ** (levels - 1 + self.pixel_shuffle)
+        if len(self.input_shape) != 3 or any(s % factor for s in self.input_shape):
+            raise ValueError(
+                f"input_shape should be 3 ints divisible by {factor} "
+                f"(the compression factor), got {self.input_shape}"
+            )
+        self.latent_shape = tuple(s // factor for s in self.input_shape)
+
+    def _set_output(self, output_stage, affine, space, background_threshold):
         if output_stage not in OUTPUT_STAGES:
             raise ValueError(
                 f"output_stage should be one of {OUTPUT_STAGES}, got {output_stage!r}"
             )
         self.output_stage = output_stage
-        self.groups = int(groups)
-        self.loss = loss
-        self.background_weight = float(background_weight)
         self.affine = (
             grid_affine(self.input_shape, (1.0, 1.0, 1.0))
             if affine is None
@@ -319,17 +336,6 @@ class VQVAE3D(SavedModel):
                 f"got {background_threshold!r}"
             )
         self.background_threshold = background_threshold
-        self.intensity_map = _checked_intensity_map(intensity_map)
-        self.mixed_precision = bool(mixed_precision)
-        self.seed = seed
-        self.verbose = verbose
-        reconstruction_loss(loss)  # validate early
-
-        with seeded(seed):
-            self.network = self._build_network()
-        self.encoder = self.network.encoder
-        self.quantizer = self.network.quantizer
-        self.decoder = self.network.decoder
 
     def _build_network(self):
         """A new, built encoder -> quantizer -> decoder network."""
@@ -488,38 +494,74 @@ class VQVAE3D(SavedModel):
         ValueError
             Volumes of the wrong shape or with NaN, or a bad option value.
         """
-        if structure_losses is None:
-            structure_losses = {"gradient": 1.0}
-        structure_losses = check_structure_losses(structure_losses)
+        structure_losses = check_structure_losses(
+            {"gradient": 1.0} if structure_losses is None else structure_losses
+        )
         adversarial_losses(adversarial_loss)
-        for name, value, low in (
-            ("epochs", epochs, 1),
-            ("batch_size", batch_size, 1),
-            (
-                "adversarial_start",
-                0 if adversarial_start is None else adversarial_start,
-                0,
-            ),
-            ("discriminator_channels", discriminator_channels, 1),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, np.integer))
-                or value < low
-            ):
-                raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
-        for name, value in (
-            ("learning_rate", learning_rate),
-            ("adversarial_weight", adversarial_weight),
-            ("discriminator_learning_rate", discriminator_learning_rate),
-            ("feature_matching", feature_matching),
-        ):
-            if not (
-                isinstance(value, (int, float)) and np.isfinite(value) and value >= 0
-            ):
-                raise ValueError(
-                    f"{name} should be a finite number >= 0, got {value!r}"
-                )
+        check_integer("epochs", epochs, 1)
+        check_integer("batch_size", batch_size, 1)
+        check_integer("discriminator_channels", discriminator_channels, 1)
+        check_number("learning_rate", learning_rate)
+        check_number("adversarial_weight", adversarial_weight)
+        check_number("discriminator_learning_rate", discriminator_learning_rate)
+        check_number("feature_matching", feature_matching)
+        train, val = self._training_batches(
+            volumes, validation_data, batch_size, flip_augment, patch_shape
+        )
+        if adversarial_start is None:
+            adversarial_start = epochs * len(train) // 3
+        check_integer("adversarial_start", adversarial_start, 0)
+        return self._fit_batches(
+            train,
+            val,
+            distribute,
+            optimizer={
+                "epochs": epochs,
+                "learning_rate": learning_rate,
+                "discriminator_learning_rate": discriminator_learning_rate,
+            },
+            losses={
+                "structure_losses": structure_losses,
+                "adversarial_weight": adversarial_weight,
+                "adversarial_start": adversarial_start,
+                "adversarial_loss": adversarial_loss,
+                "discriminator_channels": discriminator_channels,
+                "feature_matching": feature_matching,
+            },
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+            keep_backup=keep_backup,
+        )
+
+    def _fit_batches(self, train, val, distribute, *, optimizer, losses, **backup):
+        """Train the network (a copy in a strategy's scope) on batches."""
+        strategy = make_strategy(distribute)
+        with strategy_scope(strategy):
+            # a strategy's variables are made in its scope: train a copy there
+            network = self.network
+            if strategy is not None:
+                network = self._build_network()
+                network.set_weights(self.network.get_weights())
+            trainer = self._compiled_trainer(network, train, optimizer, losses)
+        self.trainer = trainer
+        history = fit_in_scope(
+            trainer,
+            train,
+            epochs=optimizer["epochs"],
+            validation_data=val,
+            strategy=strategy,
+            verbose=self.verbose,
+            extra_callbacks=[CodebookUsage(network.quantizer)],
+            **backup,
+        )
+        if network is not self.network:
+            self.network.set_weights(network.get_weights())
+        return history
+
+    def _training_batches(
+        self, volumes, validation_data, batch_size, flip_augment, patch_shape
+    ):
+        """The training batches (patches, if asked) and validation batches."""
         if patch_shape is not None:
             patch_shape = tuple(int(p) for p in patch_shape)
             if (
@@ -540,63 +582,17 @@ class VQVAE3D(SavedModel):
             patch_shape=patch_shape,
             patch_multiple=self.compression,
         )
-        if adversarial_start is None:
-            adversarial_start = epochs * len(train) // 3
         val = None
         if validation_data is not None:
             val_data, _ = as_volume_batch(
                 validation_data, self.input_shape, name="validation_data"
             )
             val = ArrayBatches(val_data, batch_size, shuffle=False)
-        strategy = make_strategy(distribute)
-        with strategy_scope(strategy):
-            # a strategy's variables are made in its scope: train a copy there
-            network = self.network
-            if strategy is not None:
-                network = self._build_network()
-                network.set_weights(self.network.get_weights())
-            trainer = self._compiled_trainer(
-                network,
-                train,
-                epochs,
-                learning_rate,
-                patch_shape,
-                structure_losses=structure_losses,
-                adversarial_weight=adversarial_weight,
-                adversarial_start=adversarial_start,
-                adversarial_loss=adversarial_loss,
-                discriminator_channels=discriminator_channels,
-                discriminator_learning_rate=discriminator_learning_rate,
-                feature_matching=feature_matching,
-            )
-        self.trainer = trainer
-        history = fit_in_scope(
-            trainer,
-            train,
-            epochs=epochs,
-            validation_data=val,
-            callbacks=callbacks,
-            checkpoint_dir=checkpoint_dir,
-            keep_backup=keep_backup,
-            strategy=strategy,
-            verbose=self.verbose,
-            extra_callbacks=[CodebookUsage(network.quantizer)],
-        )
-        if network is not self.network:
-            self.network.set_weights(network.get_weights())
-        return history
+        return train, val
 
-    def _compiled_trainer(
-        self,
-        network,
-        train,
-        epochs,
-        learning_rate,
-        patch_shape,
-        *,
-        discriminator_learning_rate,
-        **losses,
-    ):
+    def _compiled_trainer(self, network, train, optimizer, losses):
+        """The training model (a discriminator too, if asked), compiled with
+        one optimizer of two learning rates."""
         # the discriminator's initial weights come from the seed too (not
         # from whatever Keras' global generator holds): fits are repeatable
         with seeded(None if self.seed is None else self.seed + 1):
@@ -607,13 +603,15 @@ class VQVAE3D(SavedModel):
                 dtype=dtype_policy(self.mixed_precision),
                 **losses,
             )
-            trainer.build_for(patch_shape or self.input_shape)
+            trainer.build_for(train.patch_shape or self.input_shape)
         disc = trainer.discriminator
+        learning_rate = optimizer["learning_rate"]
         trainer.compile(
             optimizer=TwoGroupAdam(
-                learning_rate_schedule(learning_rate, epochs * len(train)),
+                learning_rate_schedule(learning_rate, optimizer["epochs"] * len(train)),
                 second=[] if disc is None else disc.trainable_variables,
-                second_lr_ratio=discriminator_learning_rate / max(learning_rate, 1e-12),
+                second_lr_ratio=optimizer["discriminator_learning_rate"]
+                / max(learning_rate, 1e-12),
                 second_beta_1=0.5,
             )
         )

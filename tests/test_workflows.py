@@ -173,7 +173,7 @@ def test_killed_nifti_write_leaves_nothing_nifti_like(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"num_samples": 0}, "num_samples should be >= 1"),
+        ({"num_samples": 0}, "--num_samples should be an integer >= 1"),
         ({"conditions": ["age=70"]}, "missing sex"),
         ({"conditions": ["weight=70", "sex=1"]}, "expects age=<value> sex=<value>"),
         ({"conditions": ["age=old", "sex=1"]}, "should be a number"),
@@ -394,7 +394,9 @@ def test_synthesize_console_script(trained_files, tmp_path):
         ]
     )
     assert bad.returncode != 0
-    assert "num_samples should be >= 1" in bad.stderr.strip().splitlines()[-1]
+    assert (
+        "--num_samples should be an integer >= 1" in bad.stderr.strip().splitlines()[-1]
+    )
 
 
 def test_default_model_synthesizes_one_volume(tmp_path):
@@ -789,3 +791,139 @@ def test_training_flow_quantizer_and_output_stage_options(t1_folder, tmp_path):
     vq = VQVAE3D.load(tmp_path / "vqvae3d.npz")
     assert vq.quantizer.spec() == {"kind": "fsq", "levels": [4, 4, 3]}
     assert vq.embedding_dim == 3 and vq.output_stage == "interpolate"
+
+
+def _synthesis_options(trained_files, out_dir, **changes):
+    return {
+        "model_file": str(trained_files / "latent_diffusion3d.npz"),
+        "num_samples": 3,
+        "num_inference_steps": 2,
+        "batch_size": 2,
+        "out_dir": str(out_dir),
+        **changes,
+    }
+
+
+def test_synthesis_set_is_one_set(trained_files, tmp_path):
+    """Two prefixes share the mosaic's name: the second run is refused, not
+    left to replace the first one's mosaic; --force replaces a whole set,
+    numbered with any width."""
+    from dipy_ext.workflows.base import output_lock
+
+    options = _synthesis_options(trained_files, tmp_path, num_samples=2)
+    SynthesizeBrainFlow().run(**options)
+    mosaic = (tmp_path / "synthetic_brains.png").read_bytes()
+    with pytest.raises(ValueError, match="synthetic_brains.png' exists"):
+        SynthesizeBrainFlow().run(**options, out_prefix="other")
+    assert not list(tmp_path.glob("other*"))
+    with output_lock(tmp_path, "synthetic_brains.png", "test"):  # still writing
+        with pytest.raises(ValueError, match="another dipy_synthesize_brain"):
+            SynthesizeBrainFlow(force=True).run(**options, out_prefix="other")
+    assert (tmp_path / "synthetic_brains.png").read_bytes() == mosaic
+    # an earlier set of 1001 volumes was numbered with four digits
+    (tmp_path / "synthetic_brain_1000.nii.gz").write_bytes(b"old")
+    with pytest.raises(ValueError, match="exists.*--force"):
+        SynthesizeBrainFlow().run(**options)
+    SynthesizeBrainFlow(force=True).run(**options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "synthetic_brain_000.nii.gz",
+        "synthetic_brain_001.nii.gz",
+        "synthetic_brains.png",
+    ]
+
+
+def test_failed_synthesis_leaves_no_set_and_resumes(
+    trained_files, tmp_path, monkeypatch
+):
+    """A disk that fills up after the first volume: one line naming the
+    file, no volume or mosaic in the folder; the same command run again
+    keeps the staged volume and finishes with the volumes of an
+    uninterrupted run."""
+    import errno
+
+    import dipy_ext.workflows.synthesis as synthesis
+
+    reference = tmp_path / "reference"
+    SynthesizeBrainFlow().run(**_synthesis_options(trained_files, reference))
+    out = tmp_path / "out"
+    options = _synthesis_options(trained_files, out, batch_size=1)
+    real_save, calls = synthesis.save_nifti_atomic, []
+
+    def full_after_one(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "save_nifti_atomic", full_after_one)
+    with pytest.raises(ValueError) as failed:
+        SynthesizeBrainFlow().run(**options)
+    message = str(failed.value)
+    assert "\n" not in message and "synthetic_brain_001.nii.gz" in message
+    assert "no space left" in message and "1 volumes already written" in message
+    assert [p.name for p in out.iterdir()] == [".synthetic_brain.partial"]
+    (out / ".synthetic_brain.partial" / ".x.nii.gz.part").write_bytes(b"killed")
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(
+        synthesis,
+        "save_nifti_atomic",
+        lambda path, *a, **k: calls.append(path) or real_save(path, *a, **k),
+    )
+    SynthesizeBrainFlow().run(**options)
+    assert [Path(p).name for p in calls] == [
+        "synthetic_brain_001.nii.gz",
+        "synthetic_brain_002.nii.gz",
+    ]
+    for i in range(3):
+        name = f"synthetic_brain_00{i}.nii.gz"
+        npt.assert_allclose(data_of(out / name), data_of(reference / name), atol=1e-4)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for p in reference.iterdir()
+    )
+    # other settings do not reuse a staged volume
+    other = {**options, "out_prefix": "b", "out_mosaic": "b.png"}
+    monkeypatch.setattr(synthesis, "save_nifti_atomic", full_after_one)
+    calls.clear()
+    with pytest.raises(ValueError, match="no space left"):
+        SynthesizeBrainFlow().run(**other)
+    calls.clear()
+    with pytest.raises(ValueError, match="no space left"):
+        SynthesizeBrainFlow().run(**{**other, "seed": 1})
+    assert [Path(p).name for p in calls] == ["b_000.nii.gz", "b_001.nii.gz"]
+
+
+def test_synthesis_refuses_what_cannot_fit(trained_files, tmp_path, monkeypatch):
+    import dipy_ext.workflows.sample_set as sample_set
+
+    out = tmp_path / "new" / "deeper"
+    huge = _synthesis_options(trained_files, out, num_samples=10**9, batch_size=10**9)
+    with pytest.raises(ValueError, match="--batch_size 1000000000 needs about"):
+        SynthesizeBrainFlow().run(**huge)
+    with pytest.raises(ValueError, match="1000000000 more volumes need about"):
+        SynthesizeBrainFlow().run(**{**huge, "batch_size": 2})
+    assert not (tmp_path / "new").exists()  # a refused run leaves no folder
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        sample_set.shutil, "disk_usage", lambda p: usage._replace(free=10_000)
+    )
+    with pytest.raises(ValueError, match="has 0.00 GB free"):
+        SynthesizeBrainFlow().run(**_synthesis_options(trained_files, out))
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"seed": -1}, "--seed should be an integer >= 0, got -1"),
+        ({"num_samples": 2.5}, "--num_samples should be an integer >= 1"),
+        ({"batch_size": 0}, "--batch_size should be an integer >= 1"),
+        ({"out_prefix": "sub/dir/x"}, "--out_prefix should be a file name prefix"),
+    ],
+)
+def test_synthesis_options_checked_first(tmp_path, changes, message):
+    options = {"model_file": str(tmp_path / "missing.npz"), "out_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match=message):  # before the model is read
+        SynthesizeBrainFlow().run(**{**options, **changes})
+    assert not list(tmp_path.iterdir())

@@ -386,11 +386,20 @@ class LatentDiffusion3D(SavedModel):
 
     def sampling_settings(self, **given):
         """The sampling settings a call uses: those given (not None), the
-        rest from the model's recommended :attr:`sampling`."""
-        return {
+        rest from the model's recommended :attr:`sampling`; a bad one gets a
+        one-line ValueError naming it."""
+        settings = {
             k: default if given.get(k) is None else given[k]
             for k, default in self.sampling.items()
         }
+        if not isinstance(settings["sampler"], Sampler):
+            make_sampler(
+                settings["sampler"], self.schedule, eta=settings["eta"]
+            ).set_timesteps(settings["num_inference_steps"])
+        check_number("guidance_scale", settings["guidance_scale"])
+        if settings["guidance_scale"] != 1.0 and self.condition_dim == 0:
+            raise ValueError("guidance_scale != 1 needs a conditional model")
+        return settings
 
     def sample_conditions(self, num_samples, *, seed=None, first_sample=0):
         """Conditions drawn from the training distribution (a conditional model).
@@ -629,9 +638,6 @@ class LatentDiffusion3D(SavedModel):
             eta=eta,
             guidance_scale=guidance_scale,
         ).values()
-        check_number("guidance_scale", guidance_scale)
-        if guidance_scale != 1.0 and self.condition_dim == 0:
-            raise ValueError("guidance_scale != 1 needs a conditional model")
         conditions = self._sampling_conditions(
             conditions, num_samples, seed, first_sample
         )

@@ -48,6 +48,24 @@ def output_dir(out_dir):
 
 
 @contextmanager
+def output_folder(out_dir):
+    """:func:`output_dir` for one run: the folders it had to create are
+    removed again if the run fails with them still empty (a refused run
+    leaves nothing behind)."""
+    path = Path(out_dir or ".").absolute()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield output_dir(out_dir)
+    except BaseException:
+        for made in created:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:  # not empty (or not ours to remove): keep it
+                break
+        raise
+
+
+@contextmanager
 def output_lock(folder, prefix, command):
     """Hold an exclusive lock on writing ``prefix*`` files into ``folder``.
 

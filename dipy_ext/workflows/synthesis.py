@@ -1,5 +1,7 @@
 """dipy_synthesize_brain: sample synthetic T1 volumes from a trained model."""
 
+from contextlib import ExitStack
+import hashlib
 from pathlib import Path
 import time
 
@@ -7,23 +9,63 @@ from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
 import numpy as np
 
+from dipy_ext._checks import check_integer
 from dipy_ext.workflows.base import (
-    check_outputs,
-    output_dir,
+    output_folder,
     output_lock,
     parse_conditions,
     save_nifti_atomic,
 )
+from dipy_ext.workflows.sample_set import SampleSet, disk_full_message
+
+# a lower bound of a gzipped generated volume's size, for the check before
+# sampling (the default model's are about a fifth of the float32 array);
+# the measured size of the first volumes written takes over after them
+COMPRESSION_BOUND = 10
 
 
-def _remove_stale(folder, prefix, num_samples):
-    """Remove numbered samples of an earlier, larger run (``--force``), so the
-    folder holds one set, not a mix of two."""
-    for path in folder.glob(f"{prefix}_*.nii.gz"):
-        index = path.name[len(prefix) + 1 : -len(".nii.gz")]
-        if index.isdigit() and len(index) >= 3 and int(index) >= num_samples:
-            path.unlink()
-            logger.info(f"Removed {path.name} of an earlier run (--force)")
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _available_memory():
+    """Bytes of memory available to a new allocation (None if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_batch_memory(model, batch_size):
+    """Refuse a batch whose volumes cannot fit in memory."""
+    # the decoder's widest maps at full resolution dominate: measured 200 MB
+    # a sample for the default model's 128^3 grid and 32 first channels
+    width = getattr(model.vqvae, "channels", (32,))[0]
+    per_sample = 4 * int(np.prod(model.output_shape)) * width
+    available = _available_memory()
+    if available is not None and batch_size * per_sample > available:
+        fits = max(1, int(available // per_sample))
+        raise ValueError(
+            f"--batch_size {batch_size} needs about "
+            f"{batch_size * per_sample / 2**30:.1f} GiB of memory, "
+            f"{available / 2**30:.1f} GiB is available; use --batch_size {fits} "
+            "or less"
+        )
+
+
+def _description(names, values):
+    """The covariates of a sample, for the NIfTI description."""
+    if values is None:
+        return ""
+    return " ".join(f"{name}={value:.4g}" for name, value in zip(names, values))
 
 
 class SynthesizeBrainFlow(Workflow):
@@ -97,35 +139,25 @@ class SynthesizeBrainFlow(Workflow):
         out_mosaic : string, optional
             PNG mosaic of mid-slices of the samples (the first 16).
         """
-        if num_samples < 1:
-            raise ValueError(f"num_samples should be >= 1, got {num_samples}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size should be >= 1, got {batch_size}")
-        folder = output_dir(out_dir)
-        # a second run into the same folder and prefix is refused, not mixed in
-        with output_lock(folder, out_prefix, "dipy_synthesize_brain"):
-            digits = max(3, len(str(num_samples - 1)))
-            nifti_paths = [
-                folder / f"{out_prefix}_{i:0{digits}d}.nii.gz"
-                for i in range(num_samples)
-            ]
-            mosaic_path = folder / out_mosaic
-            check_outputs([*nifti_paths, mosaic_path], self._force_overwrite)
-
-            from dipy_ext.data.default import default_model_path
-            from dipy_ext.nn.diffusion import LatentDiffusion3D
-            from dipy_ext.viz import mosaic
-
-            path = Path(model_file) if model_file else default_model_path()
-            start = time.perf_counter()
-            model = LatentDiffusion3D.load(path, mixed_precision=mixed_precision)
-            condition = parse_conditions(conditions, model.condition_names)
-            cond_batch = (
-                None if condition is None else np.tile(condition, (num_samples, 1))
+        num_samples = check_integer("--num_samples", num_samples, 1)
+        check_integer("--seed", seed, 0)
+        batch_size = check_integer("--batch_size", batch_size, 1)
+        if not out_prefix or Path(out_prefix).name != out_prefix:
+            raise ValueError(
+                f"--out_prefix should be a file name prefix, got '{out_prefix}' "
+                "(the folder goes in --out_dir)"
             )
-            logger.info(
-                f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
-                f"{model.output_shape} at {model.voxel_size[0]:g} mm"
+        start = time.perf_counter()
+        with ExitStack() as stack:
+            folder = stack.enter_context(output_folder(out_dir))
+            outputs = SampleSet(folder, out_prefix, out_mosaic, num_samples)
+            stack.enter_context(output_folder(outputs.mosaic.parent))
+            # a second run into the same folder, prefix or mosaic is refused
+            for where, name in ((folder, out_prefix), outputs.mosaic_parts):
+                stack.enter_context(output_lock(where, name, "dipy_synthesize_brain"))
+            outputs.check_outputs(self._force_overwrite)
+            path, model, conditions = self._load(
+                model_file, mixed_precision, conditions
             )
             settings = model.sampling_settings(
                 sampler=sampler,
@@ -136,55 +168,112 @@ class SynthesizeBrainFlow(Workflow):
             logger.info(
                 "Sampling with " + ", ".join(f"{k}={v}" for k, v in settings.items())
             )
-            if model.condition_dim and cond_batch is None:
-                cond_batch = model.sample_conditions(num_samples, seed=seed)
-
-            volumes = []
-            for first in range(0, num_samples, batch_size):
-                n = min(batch_size, num_samples - first)
-                batch = model.predict(
-                    n,
-                    conditions=None
-                    if cond_batch is None
-                    else cond_batch[first : first + n],
+            _check_batch_memory(model, min(batch_size, num_samples))
+            stack.callback(outputs.abandon)  # runs after commit too: a no-op
+            done = outputs.start(
+                {
+                    "model": _file_digest(path),
+                    "mixed_precision": bool(mixed_precision),
+                    "seed": seed,
+                    "conditions": None if conditions is None else conditions.tolist(),
                     **settings,
-                    # one random stream per sample: same seed, same files,
-                    # whatever the batch size
-                    seed=seed,
-                    first_sample=first,
-                    batch_size=n,
-                )
-                for i, volume in enumerate(batch):
-                    described = (
-                        ""
-                        if cond_batch is None
-                        else " ".join(
-                            f"{name}={value:.4g}"
-                            for name, value in zip(
-                                model.condition_names, cond_batch[first + i]
-                            )
-                        )
-                    )
-                    save_nifti_atomic(
-                        nifti_paths[first + i],
-                        volume,
-                        model.affine,
-                        space=model.space,
-                        description=described,
-                    )
-                    logger.info(f"Saved {nifti_paths[first + i]}")
-                # only the mosaic's volumes stay in memory
-                volumes.extend(batch[: max(0, 16 - len(volumes))])
-            if self._force_overwrite:
-                _remove_stale(folder, out_prefix, num_samples)
-            shown = min(num_samples, 16)
+                }
+            )
+            self._sample(model, outputs, done, conditions, settings, seed, batch_size)
+            self._write_mosaic(outputs, digits=outputs.digits)
+            outputs.commit(self._force_overwrite)
+        logger.info(
+            f"Wrote {num_samples} synthetic volumes ({out_prefix}_*.nii.gz) and "
+            f"{out_mosaic} to {folder} in {time.perf_counter() - start:.1f} s"
+        )
+        return [str(outputs.path(i)) for i in range(num_samples)] + [
+            str(outputs.mosaic)
+        ]
+
+    def _load(self, model_file, mixed_precision, conditions):
+        """The model's path, the model, and the condition vector asked for
+        (None: drawn)."""
+        from dipy_ext.data.default import default_model_path
+        from dipy_ext.nn.diffusion import LatentDiffusion3D
+
+        path = Path(model_file) if model_file else default_model_path()
+        start = time.perf_counter()
+        model = LatentDiffusion3D.load(path, mixed_precision=mixed_precision)
+        condition = parse_conditions(conditions, model.condition_names)
+        logger.info(
+            f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
+            f"{model.output_shape} at {model.voxel_size[0]:g} mm"
+        )
+        return path, model, condition
+
+    def _sample(self, model, outputs, done, condition, settings, seed, batch_size):
+        """Draw the samples not staged yet, batch by batch, into staging."""
+        done = set(done)
+        if done:
+            logger.info(f"Kept {len(done)} volumes staged by an earlier run")
+        for first in range(0, outputs.num_samples, batch_size):
+            todo = [
+                i
+                for i in range(first, min(first + batch_size, outputs.num_samples))
+                if i not in done
+            ]
+            if not todo:
+                continue
+            first, n = todo[0], todo[-1] + 1 - todo[0]
+            bytes_each = outputs.staged_bytes(done) or (
+                4 * np.prod(model.output_shape) / COMPRESSION_BOUND
+            )
+            outputs.check_space(outputs.num_samples - len(done), bytes_each, len(done))
+            cond = None
+            if condition is not None:
+                cond = np.tile(condition, (n, 1))
+            elif model.condition_dim:
+                cond = model.sample_conditions(n, seed=seed, first_sample=first)
+            # one random stream per sample: same seed, same files, whatever
+            # the batch size
+            batch = model.predict(
+                n,
+                conditions=cond,
+                **settings,
+                seed=seed,
+                first_sample=first,
+                batch_size=n,
+            )
+            for k, volume in enumerate(batch):
+                row = None if cond is None else cond[k]
+                self._save(model, outputs, first + k, volume, row, len(done))
+                done.add(first + k)
+
+    def _save(self, model, outputs, i, volume, condition, kept):
+        """Stage sample ``i``; a failed write is one line naming its file."""
+        path = outputs.staged(i)
+        try:
+            save_nifti_atomic(
+                path,
+                volume,
+                model.affine,
+                space=model.space,
+                description=_description(model.condition_names, condition),
+            )
+        except OSError as e:
+            raise ValueError(disk_full_message(e, outputs.path(i), kept)) from e
+        logger.info(f"Saved {outputs.name(i)}")
+
+    def _write_mosaic(self, outputs, digits):
+        """The mosaic of the first 16 samples, read back from staging."""
+        import nibabel as nib
+
+        from dipy_ext.viz import mosaic
+
+        shown = range(min(outputs.num_samples, 16))
+        volumes = [np.asarray(nib.load(outputs.staged(i)).dataobj) for i in shown]
+        try:
             mosaic(
-                volumes[:shown],
-                mosaic_path,
-                titles=[f"{i:0{digits}d}" for i in range(shown)],
+                volumes,
+                outputs.staged_mosaic,
+                titles=[f"{i:0{digits}d}" for i in shown],
             )
-            logger.info(
-                f"Wrote {num_samples} synthetic volumes ({out_prefix}_*.nii.gz) and "
-                f"{mosaic_path.name} to {folder} in {time.perf_counter() - start:.1f} s"
-            )
-            return [str(p) for p in nifti_paths] + [str(mosaic_path)]
+        except OSError as e:
+            raise ValueError(
+                disk_full_message(e, outputs.mosaic, outputs.num_samples)
+            ) from e

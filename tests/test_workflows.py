@@ -521,7 +521,7 @@ def test_training_flow_checkpoints_keyed_recovered_and_logged(
     import keras
 
     from dipy_ext.workflows.checkpoints import read_history
-    import dipy_ext.workflows.training as training
+    import dipy_ext.workflows.training_run as training
 
     class LoggerThatDies(keras.callbacks.CSVLogger):
         def on_epoch_begin(self, epoch, logs=None):
@@ -753,7 +753,7 @@ def test_failed_model_write_loses_no_training(
     assert len(read_history(ckpt)["loss"]) == 2
     import keras
 
-    import dipy_ext.workflows.training as training
+    import dipy_ext.workflows.training_run as training
 
     epochs_run = []
 

@@ -558,21 +558,28 @@ class VQVAE3D(SavedModel):
             self.network.set_weights(network.get_weights())
         return history
 
+    def check_patch_shape(self, patch_shape):
+        """``patch_shape`` as a tuple (None stays None), or a ValueError
+        unless 3 positive multiples of the compression within the grid."""
+        if patch_shape is None:
+            return None
+        patch_shape = tuple(int(p) for p in patch_shape)
+        if (
+            len(patch_shape) != 3
+            or any(p % self.compression or p <= 0 for p in patch_shape)
+            or any(p > s for p, s in zip(patch_shape, self.input_shape))
+        ):
+            raise ValueError(
+                f"patch_shape should be 3 positive multiples of {self.compression} "
+                f"no larger than the grid {self.input_shape}, got {patch_shape}"
+            )
+        return patch_shape
+
     def _training_batches(
         self, volumes, validation_data, batch_size, flip_augment, patch_shape
     ):
         """The training batches (patches, if asked) and validation batches."""
-        if patch_shape is not None:
-            patch_shape = tuple(int(p) for p in patch_shape)
-            if (
-                len(patch_shape) != 3
-                or any(p % self.compression or p <= 0 for p in patch_shape)
-                or any(p > s for p, s in zip(patch_shape, self.input_shape))
-            ):
-                raise ValueError(
-                    f"patch_shape should be 3 positive multiples of {self.compression} "
-                    f"no larger than the grid {self.input_shape}, got {patch_shape}"
-                )
+        patch_shape = self.check_patch_shape(patch_shape)
         data, _ = as_volume_batch(volumes, self.input_shape)
         train = ArrayBatches(
             data,

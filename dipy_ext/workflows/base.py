@@ -66,11 +66,12 @@ def output_folder(out_dir):
 
 
 @contextmanager
-def output_lock(folder, prefix, command):
+def output_lock(folder, prefix, command, what=None):
     """Hold an exclusive lock on writing ``prefix*`` files into ``folder``.
 
     A second writer gets a one-line ``ValueError`` at once instead of
-    mixing its files with the first one's. The lock is an advisory
+    mixing its files with the first one's (naming ``what`` is held, if
+    given: "model", "checkpoint folder"). The lock is an advisory
     ``flock`` on a hidden file, removed on exit (where ``fcntl`` does not
     exist, on Windows, no lock is taken).
     """
@@ -84,6 +85,12 @@ def output_lock(folder, prefix, command):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            if what:
+                raise ValueError(
+                    f"another {command} holds the {what} '{Path(folder) / prefix}'; "
+                    "wait for it to finish or choose another --out_dir / "
+                    "--checkpoint_dir"
+                ) from None
             raise ValueError(
                 f"another {command} is writing {prefix}* files into '{folder}'; "
                 "wait for it to finish or choose another --out_dir / --out_prefix"
@@ -177,7 +184,7 @@ def parse_conditions(items, names):
 
 def as_triple(value, name):
     """One number or three numbers -> a tuple of three."""
-    values = list(np.atleast_1d(value))
+    values = np.atleast_1d(value).tolist()  # Python numbers in messages
     if len(values) == 1:
         values *= 3
     if len(values) != 3:

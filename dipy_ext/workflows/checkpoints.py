@@ -26,6 +26,7 @@ from dipy_ext.workflows.base import write_text_atomic
 
 SETTINGS = "settings.json"
 HISTORY = "history.csv"
+COMPLETE = "complete"  # written once the run's model file is saved
 
 
 def _plain(value):
@@ -36,26 +37,16 @@ def _plain(value):
     return value
 
 
-def run_settings(arguments, *, inputs):
-    """JSON-ready settings of a run: its arguments and its input files.
+def run_settings(settings, *, inputs):
+    """JSON-ready settings of a run: ``settings`` (the options that shape
+    it) and its input files.
 
-    ``arguments`` is the flow's ``run`` arguments (output names, the
-    checkpoint folder and the distribution are left out: they do not shape
-    the training, and a run may resume on other hardware);
-    ``inputs`` the file arguments (globs, folders or files), fingerprinted
-    by path, size and modification time.
+    ``inputs`` are the file arguments (globs, folders or files),
+    fingerprinted by path, size and modification time.
     """
     from dipy_ext.data.io import find_nifti_files
 
-    skip = {
-        "self",
-        "out_dir",
-        "out_model",
-        "out_curves",
-        "checkpoint_dir",
-        "distribute",
-    }
-    settings = {k: _plain(v) for k, v in arguments.items() if k not in skip}
+    settings = {k: _plain(v) for k, v in settings.items()}
     files = []
     for spec in inputs:
         if spec:
@@ -67,7 +58,7 @@ def run_settings(arguments, *, inputs):
     return settings
 
 
-def _has_progress(folder):
+def has_progress(folder):
     """Whether a folder holds training progress (a backup or a history)."""
     backup = folder / "backup"
     return (folder / HISTORY).exists() or (backup.is_dir() and any(backup.iterdir()))
@@ -78,8 +69,10 @@ def claim_folder(folder, settings, force):
 
     A folder made with other settings is cleared when it holds no training
     progress (say, a run that stopped on a bad input); one that holds an
-    interrupted run's progress is refused with a one-line ``ValueError``
-    naming what differs, unless ``force``, which clears it.
+    interrupted or a completed run's progress is refused with a one-line
+    ``ValueError`` naming what differs, unless ``force``, which clears it.
+    A completed run with the same settings is cleared: the command runs
+    again (its model file was checked against overwriting before).
     """
     folder = Path(folder)
     path = folder / SETTINGS
@@ -100,17 +93,26 @@ def claim_folder(folder, settings, force):
     elif folder.exists() and any(folder.iterdir()):
         differ, named = ["unknown"], "files of an unknown run"
     if differ:
-        if _has_progress(folder) and not force:
+        if has_progress(folder) and not force:
+            state = "a completed" if (folder / COMPLETE).exists() else "an interrupted"
             raise ValueError(
-                f"checkpoint folder '{folder}' holds an interrupted run with other "
+                f"checkpoint folder '{folder}' holds {state} run with other "
                 f"settings ({named}); rerun with --force to start afresh"
             )
-        if _has_progress(folder):
+        if has_progress(folder):
             logger.warning(f"Clearing '{folder}': it holds a run with other settings")
+        shutil.rmtree(folder)
+    elif (folder / COMPLETE).exists():  # the same run again: it starts afresh
+        logger.info(f"Clearing '{folder}': its run had completed")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(settings))
     return folder
+
+
+def mark_complete(folder):
+    """Record that the folder's run completed (its model file is written)."""
+    write_text_atomic(Path(folder) / COMPLETE, "")
 
 
 def _readable(path):

@@ -7,29 +7,16 @@ state after every epoch (rerun the same command after an interruption and
 it resumes), and write the model file and a PNG of the training curves.
 """
 
-from contextlib import contextmanager
 import csv
 from pathlib import Path
-import shutil
-import tempfile
 
 from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
 import numpy as np
 
-from dipy_ext.workflows.base import (
-    as_triple,
-    check_outputs,
-    doc_sections,
-    output_dir,
-)
-from dipy_ext.workflows.checkpoints import (
-    claim_folder,
-    history_logger,
-    read_history,
-    run_settings,
-    set_aside_corrupt_backups,
-)
+from dipy_ext._checks import check_integer, check_number
+from dipy_ext.workflows.base import as_triple, doc_sections
+from dipy_ext.workflows.training_run import TrainingRun, records_options
 
 # the options both training commands end with (doc_sections puts them in)
 RUN_OPTIONS_DOC = """\
@@ -54,136 +41,16 @@ out_curves : string, optional
 """
 
 
-def _prepare_cohort(input_files, mask_files, grid, reference, cache_folder):
-    """Preprocess (or reuse the cache of) a cohort; returns volumes, paths."""
-    from dipy_ext.data.io import (
-        find_nifti_files,
-        load_cohort_cache,
-        load_volume,
-        preprocess_cohort,
-    )
-
-    paths = find_nifti_files(input_files)
-    cache = Path(cache_folder) / "cohort.npy"
-    if cache.exists() and cache.with_suffix(".json").exists():
-        volumes, params = load_cohort_cache(cache)
-        if [str(p) for p in paths] == [str(p) for p in _cached_paths(cache)] and (
-            tuple(params[0].grid_shape) == tuple(grid["shape"])
-        ):
-            logger.info(f"Reusing the preprocessed cohort in {cache}")
-            return volumes, paths
-    if reference:
-        grid = {**grid, "reference": load_volume(reference)}
-    masks = find_nifti_files(mask_files) if mask_files else None
-    Path(cache_folder).mkdir(parents=True, exist_ok=True)
-    volumes, _ = preprocess_cohort(paths, masks=masks, cache_file=cache, **grid)
-    return volumes, paths
-
-
-def _cached_paths(cache):
-    import json
-
-    return [m["path"] for m in json.loads(cache.with_suffix(".json").read_text())]
-
-
-class _TrainingRun:
-    """What both training workflows do around the fit: outputs, resume, cluster.
-
-    Made first thing in ``run``: the distribution strategy is built before
-    anything else runs (TensorFlow accepts a multi-worker strategy only
-    then); the model and curves paths are checked against overwriting; the
-    checkpoint folder (by default beside the model file, so rerunning the
-    same command finds the backup of an interrupted run) is keyed on the
-    run's settings. Only the chief of a cluster touches files.
-    """
-
-    def __init__(self, arguments, inputs, force):
-        self.strategy = _strategy(arguments["distribute"])
-        from dipy_ext.nn.distribute import is_chief
-
-        self.chief = is_chief()
-        folder = output_dir(arguments["out_dir"])
-        self.model_path = folder / arguments["out_model"]
-        self.curves_path = folder / arguments["out_curves"]
-        check_outputs([self.model_path, self.curves_path], force)
-        self.keep_checkpoints = bool(arguments["checkpoint_dir"])
-        self.ckpt = (
-            Path(arguments["checkpoint_dir"])
-            if self.keep_checkpoints
-            else folder / f"{arguments['out_model']}.checkpoints"
-        )
-        if self.chief:
-            claim_folder(self.ckpt, run_settings(arguments, inputs=inputs), force)
-            set_aside_corrupt_backups(self.ckpt / "backup")
-
-    @contextmanager
-    def cache_folder(self):
-        """Where the cohort cache goes: the checkpoint folder for the chief,
-        a temporary folder (removed after) for another worker of a cluster."""
-        if self.chief:
-            yield self.ckpt
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            yield Path(folder)
-
-    def fit_options(self):
-        """The arguments of ``fit`` that backup, log and distribute the run."""
-        return {
-            "checkpoint_dir": self.ckpt / "backup",
-            # removed by finish() once the model file is written: a failed
-            # write (a full disk) loses no training, the rerun just saves
-            "keep_backup": True,
-            "callbacks": [history_logger(self.ckpt)] if self.chief else [],
-            "distribute": self.strategy,
-        }
-
-    def finish(self, model, title):
-        """Save the model and its training curves (the chief only), remove
-        the default checkpoint folder; returns the files written."""
-        if not self.chief:
-            return []
-        model.save(self.model_path)
-        history = read_history(self.ckpt)
-        if history:
-            from dipy_ext.viz import training_curves
-
-            training_curves(history, self.curves_path, title=title)
-        else:
-            logger.warning("no epoch was run (the checkpoint was already complete)")
-        if self.keep_checkpoints:
-            shutil.rmtree(self.ckpt / "backup", ignore_errors=True)
-        else:
-            shutil.rmtree(self.ckpt, ignore_errors=True)
-        logger.info(f"Saved {self.model_path} and {self.curves_path}")
-        return [str(self.model_path), str(self.curves_path)]
-
-
-def _strategy(distribute):
-    """The distribution strategy ("" or None: none)."""
-    from dipy_ext.nn.distribute import make_strategy
-
-    strategy = make_strategy(distribute or None)
-    if strategy is not None:
-        from dipy_ext.nn.distribute import num_replicas
-
-        logger.info(
-            f"Data-parallel training ({distribute}) over "
-            f"{num_replicas(strategy)} replicas"
-        )
-    return strategy
-
-
-def _split(n, validation_fraction, seed):
-    """Shuffled train / validation indices (validation empty if fraction 0)."""
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(
-            f"validation_fraction should be in [0, 1), got {validation_fraction}"
-        )
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * validation_fraction))
-    if n - n_val < 1:
-        raise ValueError(f"{n} volumes leave none for training")
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+def _check_run_options(o):
+    """The options both commands share, checked before any work."""
+    check_integer("--seed", o.seed, 0)
+    check_integer("--epochs", o.epochs, 1)
+    check_integer("--batch_size", o.batch_size, 1)
+    check_number("--learning_rate", o.learning_rate)
+    fraction = o.validation_fraction
+    check_number("--validation_fraction", fraction, 0.0, 1.0)
+    if fraction == 1:
+        raise ValueError("--validation_fraction should be below 1, got 1")
 
 
 class TrainVQVAE3DFlow(Workflow):
@@ -191,6 +58,7 @@ class TrainVQVAE3DFlow(Workflow):
     def get_short_name(cls):
         return "train_vqvae3d"
 
+    @records_options
     @doc_sections(run_options=RUN_OPTIONS_DOC)
     def run(
         self,
@@ -305,69 +173,89 @@ class TrainVQVAE3DFlow(Workflow):
             Random left-right flips.
         {run_options}
         """
-        run = _TrainingRun(
-            dict(locals()), [input_files, mask_files, reference], self._force_overwrite
-        )
-        from dipy_ext.nn.vqvae import VQVAE3D
-        from dipy_ext.preprocessing import grid_affine
-
-        shape = as_triple(grid_shape, "grid_shape")
-        vox = as_triple(voxel_size, "voxel_size")
-        with run.cache_folder() as cache:
-            volumes, paths = _prepare_cohort(
-                input_files,
-                mask_files,
-                {"shape": shape, "voxel_size": vox},
-                reference,
-                cache,
+        o = self.options
+        _check_run_options(o)
+        fit_options = _vqvae_fit_options(o)
+        inputs = [input_files, mask_files, reference]
+        with TrainingRun(o, inputs, self._force_overwrite, "dipy_train_vqvae3d") as run:
+            model = _vqvae(o)  # its options are checked before any work
+            model.check_patch_shape(fit_options["patch_shape"])
+            run.claim()
+            volumes, _ = run.cohort(
+                {"shape": model.input_shape, "voxel_size": model.voxel_size}
             )
-        train, val = _split(len(volumes), validation_fraction, seed)
-        logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
-        model = VQVAE3D(
-            input_shape=shape,
-            channels=channels,
-            num_res_blocks=num_res_blocks
-            if len(num_res_blocks) > 1
-            else num_res_blocks[0],
-            pixel_shuffle=not no_pixel_shuffle,
-            quantizer=_quantizer_spec(quantizer, fsq_levels, rvq_stages),
-            num_embeddings=num_embeddings,
-            embedding_dim=embedding_dim,
-            output_stage=output_stage,
-            background_weight=background_weight,
-            affine=grid_affine(shape, vox),
-            mixed_precision=mixed_precision,
-            seed=seed,
-            verbose=True,
-        )
-        model.fit(
-            volumes[train],
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            validation_data=volumes[val] if len(val) else None,
-            flip_augment=flip_augment,
-            patch_shape=None
-            if tuple(patch_shape) == (0,)
-            else as_triple(patch_shape, "patch_shape"),
-            structure_losses={
-                "gradient": gradient_loss_weight,
-                "ssim": ssim_loss_weight,
-            },
-            adversarial_weight=adversarial_weight,
-            adversarial_start=None if adversarial_start == -1 else adversarial_start,
-            adversarial_loss=adversarial_loss,
-            discriminator_learning_rate=discriminator_learning_rate,
-            feature_matching=feature_matching,
-            **run.fit_options(),
-        )
-        written = run.finish(model, f"VQVAE3D on {len(train)} volumes")
+            train, val = run.split(len(volumes))
+            model.fit(
+                volumes[train],
+                validation_data=volumes[val] if len(val) else None,
+                **fit_options,
+                **run.fit_options(),
+            )
+            written = run.finish(model, f"VQVAE3D on {len(train)} volumes")
         if written and len(val):
             _log_heldout(model, volumes[val])
         return written
 
 
-def _quantizer_spec(kind, fsq_levels, rvq_stages):
+def _vqvae(o):
+    """The VQVAE3D the options of dipy_train_vqvae3d describe."""
+    from dipy_ext.nn.vqvae import VQVAE3D
+    from dipy_ext.preprocessing import grid_affine
+
+    shape = as_triple(o.grid_shape, "grid_shape")
+    vox = as_triple(o.voxel_size, "voxel_size")
+    if not all(np.isfinite(v) and v > 0 for v in vox):
+        raise ValueError(f"--voxel_size should be positive numbers, got {vox}")
+    blocks = o.num_res_blocks
+    return VQVAE3D(
+        input_shape=shape,
+        channels=o.channels,
+        num_res_blocks=blocks if len(blocks) > 1 else blocks[0],
+        pixel_shuffle=not o.no_pixel_shuffle,
+        quantizer=_quantizer_option(o.quantizer, o.fsq_levels, o.rvq_stages),
+        num_embeddings=o.num_embeddings,
+        embedding_dim=o.embedding_dim,
+        output_stage=o.output_stage,
+        background_weight=o.background_weight,
+        affine=grid_affine(shape, vox),
+        mixed_precision=o.mixed_precision,
+        seed=o.seed,
+        verbose=True,
+    )
+
+
+def _vqvae_fit_options(o):
+    """The arguments of ``VQVAE3D.fit`` from the options, checked."""
+    for name in ("gradient_loss_weight", "ssim_loss_weight", "adversarial_weight"):
+        check_number(f"--{name}", getattr(o, name))
+    check_number("--discriminator_learning_rate", o.discriminator_learning_rate)
+    check_number("--feature_matching", o.feature_matching)
+    check_integer("--adversarial_start", o.adversarial_start, -1)
+    from dipy_ext.nn.discriminator import adversarial_losses
+
+    adversarial_losses(o.adversarial_loss)
+    patch = None
+    if tuple(o.patch_shape) != (0,):
+        patch = as_triple(o.patch_shape, "patch_shape")
+    return {
+        "epochs": o.epochs,
+        "batch_size": o.batch_size,
+        "learning_rate": o.learning_rate,
+        "flip_augment": o.flip_augment,
+        "patch_shape": patch,
+        "structure_losses": {
+            "gradient": o.gradient_loss_weight,
+            "ssim": o.ssim_loss_weight,
+        },
+        "adversarial_weight": o.adversarial_weight,
+        "adversarial_start": None if o.adversarial_start == -1 else o.adversarial_start,
+        "adversarial_loss": o.adversarial_loss,
+        "discriminator_learning_rate": o.discriminator_learning_rate,
+        "feature_matching": o.feature_matching,
+    }
+
+
+def _quantizer_option(kind, fsq_levels, rvq_stages):
     """The quantizer spec of the command's options."""
     if kind == "fsq":
         return {"kind": "fsq", "levels": [int(v) for v in fsq_levels]}
@@ -430,6 +318,7 @@ class TrainLatentDiffusion3DFlow(Workflow):
     def get_short_name(cls):
         return "train_latent_diffusion3d"
 
+    @records_options
     @doc_sections(run_options=RUN_OPTIONS_DOC)
     def run(
         self,
@@ -503,51 +392,64 @@ class TrainLatentDiffusion3DFlow(Workflow):
             Also train on left-right mirrored volumes.
         {run_options}
         """
-        run = _TrainingRun(
-            dict(locals()),
-            [input_files, mask_files, reference, vqvae_file, conditions_file],
-            self._force_overwrite,
-        )
-        from dipy_ext.nn.diffusion import LatentDiffusion3D
-        from dipy_ext.nn.vqvae import VQVAE3D
+        o = self.options
+        _check_run_options(o)
+        ema = check_number("--ema_momentum", o.ema_momentum, 0.0, 1.0)
+        inputs = [input_files, mask_files, reference, vqvae_file, conditions_file]
+        with TrainingRun(
+            o, inputs, self._force_overwrite, "dipy_train_latent_diffusion3d"
+        ) as run:
+            from dipy_ext.nn.vqvae import VQVAE3D
 
-        vq = VQVAE3D.load(vqvae_file, mixed_precision=mixed_precision)
-        grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
-        with run.cache_folder() as cache:
-            volumes, paths = _prepare_cohort(
-                input_files, mask_files, grid, reference, cache
+            vq = VQVAE3D.load(vqvae_file, mixed_precision=mixed_precision)
+            model = _latent_diffusion(o, vq, len(_condition_names(conditions_file)))
+            run.claim()
+            grid = {"shape": vq.input_shape, "voxel_size": vq.voxel_size}
+            volumes, paths = run.cohort(grid)
+            conditions = None
+            if conditions_file:
+                conditions, _ = read_conditions(conditions_file, paths)
+            train, val = run.split(len(volumes))
+            model.fit(
+                volumes[train],
+                conditions=None if conditions is None else conditions[train],
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                ema_momentum=ema,
+                flip_augment=flip_augment,
+                validation_data=volumes[val] if len(val) else None,
+                validation_conditions=None
+                if conditions is None or not len(val)
+                else conditions[val],
+                **run.fit_options(),
             )
-        conditions, names = (None, None)
-        if conditions_file:
-            conditions, names = read_conditions(conditions_file, paths)
-        train, val = _split(len(volumes), validation_fraction, seed)
-        logger.info(f"Training on {len(train)} volumes, validating on {len(val)}")
-        model = LatentDiffusion3D(
-            vq,
-            channels=channels,
-            attention_levels=[bool(a) for a in attention_levels],
-            num_res_blocks=num_res_blocks,
-            num_train_timesteps=num_train_timesteps,
-            schedule=schedule,
-            prediction_type=prediction_type,
-            condition_dim=0 if conditions is None else conditions.shape[1],
-            condition_names=names,
-            mixed_precision=mixed_precision,
-            seed=seed,
-            verbose=True,
-        )
-        model.fit(
-            volumes[train],
-            conditions=None if conditions is None else conditions[train],
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            ema_momentum=ema_momentum,
-            flip_augment=flip_augment,
-            validation_data=volumes[val] if len(val) else None,
-            validation_conditions=None
-            if conditions is None or not len(val)
-            else conditions[val],
-            **run.fit_options(),
-        )
-        return run.finish(model, f"LatentDiffusion3D on {len(train)} volumes")
+            return run.finish(model, f"LatentDiffusion3D on {len(train)} volumes")
+
+
+def _condition_names(conditions_file):
+    """The condition columns of a conditions file ([] without one)."""
+    if not conditions_file:
+        return []
+    return read_conditions(conditions_file, [])[1]
+
+
+def _latent_diffusion(o, vq, condition_dim):
+    """The LatentDiffusion3D the options of dipy_train_latent_diffusion3d
+    describe, over ``vq``."""
+    from dipy_ext.nn.diffusion import LatentDiffusion3D
+
+    return LatentDiffusion3D(
+        vq,
+        channels=o.channels,
+        attention_levels=[bool(a) for a in o.attention_levels],
+        num_res_blocks=o.num_res_blocks,
+        num_train_timesteps=o.num_train_timesteps,
+        schedule=o.schedule,
+        prediction_type=o.prediction_type,
+        condition_dim=condition_dim,
+        condition_names=_condition_names(o.conditions_file) or None,
+        mixed_precision=o.mixed_precision,
+        seed=o.seed,
+        verbose=True,
+    )

@@ -116,7 +116,7 @@ def test_patch_training_gives_whole_volume_model(volumes):
         ({"adversarial_weight": -1.0}, "adversarial_weight should be a finite"),
         ({"adversarial_weight": float("inf")}, "adversarial_weight should be a finite"),
         ({"adversarial_start": -5}, "adversarial_start should be an integer"),
-        ({"adversarial_loss": "wasserstein"}, "adversarial loss should be one of"),
+        ({"adversarial_loss": "wasserstein"}, "adversarial_loss should be one of"),
         ({"discriminator_channels": 0}, "discriminator_channels"),
         ({"epochs": 0}, "epochs should be an integer"),
         ({"learning_rate": float("nan")}, "learning_rate should be a finite"),

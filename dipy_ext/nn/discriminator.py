@@ -97,7 +97,7 @@ def adversarial_losses(kind):
     """``(discriminator_loss, generator_loss)`` functions of logits."""
     if kind not in ADVERSARIAL_LOSSES:
         raise ValueError(
-            f"adversarial loss should be one of {sorted(ADVERSARIAL_LOSSES)}, "
+            f"adversarial_loss should be one of {sorted(ADVERSARIAL_LOSSES)}, "
             f"got {kind!r}"
         )
     return ADVERSARIAL_LOSSES[kind]

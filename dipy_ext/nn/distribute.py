@@ -24,6 +24,9 @@ cluster without one) writes checkpoints; every worker restores from them.
 from contextlib import nullcontext
 import json
 import os
+import shutil
+
+import numpy as np
 
 from dipy_ext.nn._backend import keras
 
@@ -190,7 +193,15 @@ class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         if self.chief:
-            super()._save_model()
+            self._check_space()
+            try:
+                super()._save_model()
+            except OSError as e:
+                raise ValueError(
+                    f"cannot write the training backup '{self._weights_path}': "
+                    f"{e}; the backup of the epoch before is kept beside it: "
+                    "free space and rerun the same command to resume"
+                ) from e
             return
         # saving runs collective ops that every worker must join: the
         # others write to a temporary file, removed at once
@@ -198,6 +209,24 @@ class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
 
         with tempfile.TemporaryDirectory() as folder:
             self.model.save_weights(os.path.join(folder, "w.weights.h5"))
+
+    def _check_space(self):
+        """Refuse to start a backup the disk cannot hold: HDF5 fails badly
+        on a full disk (hundreds of lines, at worst a crash)."""
+        if os.path.exists(self._weights_path):
+            need = os.path.getsize(self._weights_path)
+        else:  # the weights, the optimizer's moments and the step counters
+            variables = [*self.model.weights, *self.model.optimizer.variables]
+            need = sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+        os.makedirs(self.backup_dir, exist_ok=True)
+        free = shutil.disk_usage(self.backup_dir).free
+        if free < 1.1 * need + 2**20:
+            raise ValueError(
+                f"no space for the training backup in '{self.backup_dir}' "
+                f"(about {need / 2**20:.0f} MB, {free / 2**20:.0f} MB free); "
+                "the backup of the epoch before is kept: free space and rerun "
+                "the same command to resume"
+            )
 
     def on_train_end(self, logs=None):
         if self.chief:

@@ -4,7 +4,7 @@ files with tiny models trained on them through the workflows, once per session."
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as dipy_ext.nn does
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as dipy_ext.nn does
 
 import nibabel as nib  # noqa: E402

@@ -325,7 +325,26 @@ def test_synthesize_console_script(trained_files, tmp_path):
         .startswith("dipy_synthesize_brain: error:")
     )
     assert "--force" in again.stderr
-    assert _call([*args, "--force"]).returncode == 0
+    # logs: no native start-up lines; progress on stdout, warnings on
+    # stderr; --log_level ERROR leaves both empty on success
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    ages = args.index("age=65")
+    older = [*args[:ages], "age=200", *args[ages + 1 :], "--force"]
+    chatty = subprocess.run(older, capture_output=True, text=True, env=env)
+    assert chatty.returncode == 0, chatty.stderr
+    assert "INFO: Wrote 2 synthetic volumes" in chatty.stdout
+    assert "WARNING" not in chatty.stdout
+    assert chatty.stderr.strip().splitlines() == [
+        "WARNING: age=200 is outside the training range [60, 65]: "
+        "the model extrapolates"
+    ]
+    quiet = subprocess.run(
+        [*args, "--force", "--log_level", "ERROR"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert quiet.returncode == 0 and (quiet.stdout, quiet.stderr) == ("", "")
     # bad input: one line on stderr, non-zero exit
     bad = _call(
         [

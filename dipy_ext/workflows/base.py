@@ -35,6 +35,16 @@ def doc_sections(**sections):
     return fill
 
 
+def progress_shown():
+    """Whether progress bars and Keras' epoch lines are shown: at
+    ``--log_level INFO`` (the default) and below, not above."""
+    import logging
+
+    from dipy.utils.logging import logger
+
+    return logger.isEnabledFor(logging.INFO)
+
+
 def output_dir(out_dir):
     """Create ``out_dir`` if needed and check that files can be written there."""
     path = Path(out_dir or ".").absolute()

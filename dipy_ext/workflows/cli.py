@@ -55,6 +55,39 @@ def _log_through_root(argv):
     return level
 
 
+class _Below:
+    """A logging filter passing records below a level."""
+
+    def __init__(self, level):
+        self.level = level
+
+    def filter(self, record):
+        return record.levelno < self.level
+
+
+def _warnings_to_stderr(configure):
+    """DIPY's ``configure_logger``, then warnings and errors moved from
+    stdout to stderr (cluster job logs keep them apart; a pipe of stdout
+    keeps only the progress messages)."""
+
+    def configured(*args, **kwargs):
+        import logging
+
+        configure(*args, **kwargs)
+        if kwargs.get("filename"):
+            return
+        for handler in logging.root.handlers:
+            if getattr(handler, "stream", None) is sys.stdout:
+                handler.addFilter(_Below(logging.WARNING))
+                errors = logging.StreamHandler(sys.stderr)
+                errors.setLevel(logging.WARNING)
+                errors.setFormatter(handler.formatter)
+                logging.root.addHandler(errors)
+                return
+
+    return configured
+
+
 def _refuse_unused_dipy_options(argv):
     """DIPY's parser offers --out_strat and --mix_names to every flow; ours
     name their outputs with --out_dir and the --out_* options alone, so a
@@ -94,6 +127,9 @@ def run(prog=None):
         _refuse_unused_dipy_options(sys.argv[1:])
     except ValueError as e:
         sys.exit(f"{prog}: error: {e}")
+    import dipy.workflows.flow_runner as flow_runner
+
+    flow_runner.configure_logger = _warnings_to_stderr(flow_runner.configure_logger)
     module, name = FLOWS[prog]
     flow = getattr(importlib.import_module(module), name)()
     try:

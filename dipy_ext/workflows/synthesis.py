@@ -14,6 +14,7 @@ from dipy_ext.workflows.base import (
     output_folder,
     output_lock,
     parse_conditions,
+    progress_shown,
     save_nifti_atomic,
 )
 from dipy_ext.workflows.sample_set import SampleSet, disk_full_message
@@ -238,6 +239,7 @@ class SynthesizeBrainFlow(Workflow):
                 seed=seed,
                 first_sample=first,
                 batch_size=n,
+                progress=progress_shown(),
             )
             for k, volume in enumerate(batch):
                 row = None if cond is None else cond[k]

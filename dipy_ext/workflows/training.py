@@ -15,7 +15,7 @@ from dipy.workflows.workflow import Workflow
 import numpy as np
 
 from dipy_ext._checks import check_integer, check_number
-from dipy_ext.workflows.base import as_triple, doc_sections
+from dipy_ext.workflows.base import as_triple, doc_sections, progress_shown
 from dipy_ext.workflows.training_run import TrainingRun, records_options
 
 # the options both training commands end with (doc_sections puts them in)
@@ -220,7 +220,7 @@ def _vqvae(o):
         affine=grid_affine(shape, vox),
         mixed_precision=o.mixed_precision,
         seed=o.seed,
-        verbose=True,
+        verbose=progress_shown(),
     )
 
 
@@ -451,5 +451,5 @@ def _latent_diffusion(o, vq, condition_dim):
         condition_names=_condition_names(o.conditions_file) or None,
         mixed_precision=o.mixed_precision,
         seed=o.seed,
-        verbose=True,
+        verbose=progress_shown(),
     )

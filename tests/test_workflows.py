@@ -659,6 +659,31 @@ def test_evaluation_refuses_max_pairs_below_one_and_writes_valid_json(tmp_path):
     }
 
 
+@pytest.mark.parametrize("which", ["real", "synthetic"])
+def test_evaluation_checks_volumes_as_training_does(tmp_path, which):
+    """A constant or a tiny volume in either set: one line naming the file,
+    nothing written, no output folder made."""
+    sets = {}
+    for seed, name in enumerate(("real", "synthetic")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, v in enumerate(phantom_cohort(2, GRID, rng=seed)):
+            nib.save(nib.Nifti1Image(v, np.eye(4)), folder / f"{name}{i}.nii.gz")
+        sets[name] = folder
+    out = tmp_path / "out"
+    bad = sets[which] / "bad.nii.gz"
+    for volume, message in (
+        (np.full(GRID, 0.5, np.float32), "'.*bad.nii.gz' is constant"),
+        (np.random.default_rng(0).random((3, 3, 3)), "'.*bad.nii.gz' is 3x3x3 voxels"),
+    ):
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), np.eye(4)), bad)
+        with pytest.raises(ValueError, match=message):
+            EvaluateSynthesisFlow().run(
+                str(sets["real"]), str(sets["synthetic"]), out_dir=str(out)
+            )
+        assert not out.exists()
+
+
 def test_dipy_output_options_that_change_nothing_are_refused():
     from dipy_ext.workflows.cli import _refuse_unused_dipy_options
 

@@ -6,21 +6,53 @@ from dipy.utils.logging import logger
 from dipy.workflows.workflow import Workflow
 import numpy as np
 
-from dipy_ext.workflows.base import check_outputs, output_dir, write_text_atomic
+from dipy_ext._checks import check_integer
+from dipy_ext.workflows.base import check_outputs, output_folder, write_text_atomic
 
 
 def _load_set(files, name):
-    from dipy_ext.data.io import find_nifti_files, load_volume
+    """Paths and ``(data, affine)`` of a set, each volume checked as the
+    training commands check theirs (not constant, not tiny)."""
+    from dipy_ext.data.io import load_volumes
 
-    paths = find_nifti_files(files)
-    if len(paths) < 2:
-        raise ValueError(f"the {name} set needs at least 2 volumes, got {len(paths)}")
-    return paths, [load_volume(p) for p in paths]
+    loaded = [(path, (data, affine)) for path, data, affine, _ in load_volumes(files)]
+    if len(loaded) < 2:
+        raise ValueError(f"the {name} set needs at least 2 volumes, got {len(loaded)}")
+    return [p for p, _ in loaded], [item for _, item in loaded]
 
 
 def _same_grid(items):
     shape, affine = items[0][0].shape, items[0][1]
     return all(v.shape == shape and np.allclose(a, affine, atol=1e-3) for v, a in items)
+
+
+def _load_sets(real_files, synthetic_files, resample):
+    """Both sets on the synthetic grid, in [0, 1], with their paths."""
+    from dipy_ext.preprocessing import preprocess
+
+    real_paths, real_items = _load_set(real_files, "real")
+    syn_paths, syn_items = _load_set(synthetic_files, "synthetic")
+    if not _same_grid(syn_items):
+        raise ValueError("the synthetic volumes are not all on one grid")
+    syn_shape, syn_affine = syn_items[0][0].shape, syn_items[0][1]
+    if _same_grid(real_items + syn_items[:1]):
+        real = np.stack([_to_unit(v) for v, _ in real_items])
+    elif resample:
+        vox = np.sqrt((syn_affine[:3, :3] ** 2).sum(axis=0))
+        logger.info(f"Resampling the real volumes onto {syn_shape} x {vox} mm")
+        real = np.stack(
+            [
+                preprocess(v, a, shape=syn_shape, voxel_size=vox)[0]
+                for v, a in real_items
+            ]
+        )
+    else:
+        raise ValueError(
+            f"real volumes are not on the synthetic grid {syn_shape}; pass "
+            "--resample to bring them onto it"
+        )
+    synthetic = np.stack([_to_unit(v) for v, _ in syn_items])
+    return real, synthetic, real_paths, syn_paths
 
 
 def _to_unit(volume):
@@ -133,66 +165,47 @@ class EvaluateSynthesisFlow(Workflow):
             PNG figure.
         """
         from dipy_ext.metrics import evaluate_synthesis
-        from dipy_ext.preprocessing import preprocess
         from dipy_ext.viz import evaluation_figure
 
-        if (
-            isinstance(max_pairs, bool)
-            or not isinstance(max_pairs, int)
-            or max_pairs < 1
-        ):
-            raise ValueError(f"--max_pairs should be an integer >= 1, got {max_pairs}")
-        folder = output_dir(out_dir)
-        report_path, figure_path = folder / out_report, folder / out_figure
-        check_outputs([report_path, figure_path], self._force_overwrite)
-        real_paths, real_items = _load_set(real_files, "real")
-        syn_paths, syn_items = _load_set(synthetic_files, "synthetic")
-        if not _same_grid(syn_items):
-            raise ValueError("the synthetic volumes are not all on one grid")
-        syn_shape, syn_affine = syn_items[0][0].shape, syn_items[0][1]
-        if _same_grid(real_items + syn_items[:1]):
-            real = np.stack([_to_unit(v) for v, _ in real_items])
-        elif resample:
-            vox = np.sqrt((syn_affine[:3, :3] ** 2).sum(axis=0))
-            logger.info(f"Resampling the real volumes onto {syn_shape} x {vox} mm")
-            real = np.stack(
-                [
-                    preprocess(v, a, shape=syn_shape, voxel_size=vox)[0]
-                    for v, a in real_items
-                ]
+        check_integer("--max_pairs", max_pairs, 1)
+        check_integer("--seed", seed, 0)
+        with output_folder(out_dir) as folder:
+            report_path, figure_path = folder / out_report, folder / out_figure
+            check_outputs([report_path, figure_path], self._force_overwrite)
+            real, synthetic, real_paths, syn_paths = _load_sets(
+                real_files, synthetic_files, resample
             )
-        else:
-            raise ValueError(
-                f"real volumes are not on the synthetic grid {syn_shape}; pass "
-                "--resample to bring them onto it"
+            logger.info(
+                f"Evaluating {len(synthetic)} synthetic against {len(real)} real "
+                "volumes"
             )
-        synthetic = np.stack([_to_unit(v) for v, _ in syn_items])
-        logger.info(
-            f"Evaluating {len(synthetic)} synthetic against {len(real)} real volumes"
-        )
-        report = evaluate_synthesis(
-            real,
-            synthetic,
-            features=features,
-            max_pairs=max_pairs,
-            seed=seed,
-            tissue=not no_tissue,
-        )
-        if vqvae_file:
-            report["reconstruction"] = _reconstruction(vqvae_file, real, seed)
-        report["real_files"] = [str(p) for p in real_paths]
-        report["synthetic_files"] = [str(p) for p in syn_paths]
-        evaluation_figure(real, synthetic, report, figure_path)
-        write_text_atomic(report_path, json.dumps(_json_safe(report), indent=2))
-        div = report["diversity"]
-        c2st = report["classifier_two_sample_test"]
-        logger.info(
-            f"Diversity (MS-SSIM) real {div['real']:.3f}, "
-            f"synthetic {div['synthetic']:.3f}; Frechet distance "
-            f"{report['frechet_distance']:.4g} ({report['features']}); classifier "
-            f"accuracy {c2st['accuracy']:.2f}; sharpness ratio "
-            f"{report['sharpness_ratio']:.3f}; near copies "
-            f"{report['memorization']['flagged_fraction']:.0%}"
-        )
+            report = evaluate_synthesis(
+                real,
+                synthetic,
+                features=features,
+                max_pairs=max_pairs,
+                seed=seed,
+                tissue=not no_tissue,
+            )
+            if vqvae_file:
+                report["reconstruction"] = _reconstruction(vqvae_file, real, seed)
+            report["real_files"] = [str(p) for p in real_paths]
+            report["synthetic_files"] = [str(p) for p in syn_paths]
+            evaluation_figure(real, synthetic, report, figure_path)
+            write_text_atomic(report_path, json.dumps(_json_safe(report), indent=2))
+        _log_summary(report)
         logger.info(f"Saved {report_path} and {figure_path}")
         return [str(report_path), str(figure_path)]
+
+
+def _log_summary(report):
+    div = report["diversity"]
+    c2st = report["classifier_two_sample_test"]
+    logger.info(
+        f"Diversity (MS-SSIM) real {div['real']:.3f}, "
+        f"synthetic {div['synthetic']:.3f}; Frechet distance "
+        f"{report['frechet_distance']:.4g} ({report['features']}); classifier "
+        f"accuracy {c2st['accuracy']:.2f}; sharpness ratio "
+        f"{report['sharpness_ratio']:.3f}; near copies "
+        f"{report['memorization']['flagged_fraction']:.0%}"
+    )

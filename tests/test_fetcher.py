@@ -124,3 +124,10 @@ def test_unreachable_server(tmp_path):
             data_home=tmp_path, url="http://127.0.0.1:9/nothing.tar.gz", progress=False
         )
     assert list((tmp_path / "nfbs").iterdir()) == []
+
+
+def test_data_home_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="cannot make the data folder .*a_file/nfbs"):
+        fetch_nfbs(data_home=blocker, url="http://127.0.0.1:9/none", progress=False)

@@ -129,6 +129,7 @@ def test_killed_nifti_write_leaves_nothing_nifti_like(tmp_path, monkeypatch):
         ({"eta": 5.0}, "eta should be a number from 0 to 1"),
         ({"guidance_scale": float("nan")}, "guidance_scale should be a finite"),
         ({"guidance_scale": float("inf")}, "guidance_scale should be a finite"),
+        ({"guidance_scale": 1e30}, r"guidance_scale should be a finite number in \[0"),
     ],
 )
 def test_synthesize_flow_bad_input(trained_files, tmp_path, kwargs, message):

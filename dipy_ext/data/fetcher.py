@@ -146,6 +146,13 @@ def fetch_nfbs(
     home = Path(data_home) if data_home is not None else dipy_home()
     root = home / "nfbs"
     folder = root / NFBS_FOLDER
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, a full disk
+        raise ValueError(
+            f"cannot make the data folder '{root}' (data_home should be a "
+            f"writable folder): {e.strerror or e}"
+        ) from e
     if (folder / _MARKER).exists():
         logger.info(f"NFBS already in {folder}")
         return folder

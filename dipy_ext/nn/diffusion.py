@@ -52,6 +52,9 @@ DEFAULT_SAMPLING = {
 # dipy_synthesize_brain used then (measured best for the first default model)
 LEGACY_SAMPLING = {**DEFAULT_SAMPLING, "num_inference_steps": 200, "eta": 1.0}
 SAMPLING_BATCH_SIZE = 4  # samples denoised (and decoded) together
+# classifier-free guidance far past the usual 1-10 pushes latents out of
+# the decoder's range (at 1e30 43% of the voxels clipped): refused
+MAX_GUIDANCE = 50.0
 
 
 def condition_statistics(conditions):
@@ -396,7 +399,7 @@ class LatentDiffusion3D(SavedModel):
             make_sampler(
                 settings["sampler"], self.schedule, eta=settings["eta"]
             ).set_timesteps(settings["num_inference_steps"])
-        check_number("guidance_scale", settings["guidance_scale"])
+        check_number("guidance_scale", settings["guidance_scale"], 0.0, MAX_GUIDANCE)
         if settings["guidance_scale"] != 1.0 and self.condition_dim == 0:
             raise ValueError("guidance_scale != 1 needs a conditional model")
         return settings

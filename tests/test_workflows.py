@@ -736,8 +736,12 @@ def test_failed_model_write_loses_no_training(
 
     with monkeypatch.context() as m:
         m.setattr(VQVAE3D, "save", full_disk)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(ValueError) as failed:
             TrainVQVAE3DFlow().run(**args)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot write '{tmp_path / 'out' / 'vqvae3d.npz'}'")
+    assert "No space left" in message and "without training again" in message
     ckpt = tmp_path / "out" / "vqvae3d.npz.checkpoints"
     assert (ckpt / "backup").exists()
     assert len(read_history(ckpt)["loss"]) == 2

@@ -7,6 +7,7 @@ the checkpoint folder except :data:`PLACEMENT`, the options that say where
 files go and on which devices the run goes (a run may resume elsewhere).
 """
 
+import contextlib
 from contextlib import ExitStack
 import functools
 import inspect
@@ -159,17 +160,32 @@ class TrainingRun:
             "distribute": self.strategy,
         }
 
+    @contextlib.contextmanager
+    def _written(self, path):
+        """An OSError while writing ``path``: one line naming it (not a
+        temporary file), saying the training is kept."""
+        try:
+            yield
+        except OSError as e:
+            raise ValueError(
+                f"cannot write '{path}': {e.strerror or e}; the training is "
+                f"kept in '{self.ckpt}': run the same command again to write "
+                "it without training again"
+            ) from e
+
     def finish(self, model, title):
         """Save the model and its training curves (the chief only), remove
         the default checkpoint folder; returns the files written."""
         if not self.chief:
             return []
-        model.save(self.model_path)
         history = read_history(self.ckpt)
+        with self._written(self.model_path):
+            model.save(self.model_path)
         if history:
             from dipy_ext.viz import training_curves
 
-            training_curves(history, self.curves_path, title=title)
+            with self._written(self.curves_path):
+                training_curves(history, self.curves_path, title=title)
         else:
             logger.warning("no epoch was run (the checkpoint was already complete)")
         if self.keep_checkpoints:

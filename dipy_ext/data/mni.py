@@ -85,6 +85,48 @@ def load_mni_template():
     return t1.astype(np.float32), affine, mask
 
 
+def _draw_subjects(n, rng, rotation_deg, scale, head_size, anatomy):
+    """Each cohort member's random transform, generator state and anatomy."""
+    subjects = []
+    for _ in range(n):
+        transform = random_rigid_scale(rng, rotation_deg=rotation_deg, scale=scale)
+        size = max(0.5, rng.normal(*head_size))
+        transform[:3, :3] /= size  # sampling further out = a smaller brain
+        subject = {"transform": transform, "state": rng.integers(2**32)}
+        if anatomy:
+            atrophy = rng.uniform()
+            subject.update(
+                thinning_mm=1.5 * atrophy * rng.uniform(0.6, 1.0),
+                ventricle_mm=3.0 * atrophy + rng.uniform(-1.0, 1.0),
+                asymmetry=rng.uniform(-0.03, 0.03),
+            )
+        subjects.append(subject)
+    return subjects
+
+
+def _build_volumes(subjects, shape, workers, progress):
+    """The members' volumes, built in ``workers`` processes (forked: they
+    share the template loaded for the cohort)."""
+    from tqdm.auto import tqdm
+
+    volumes = np.empty((len(subjects), *shape), np.float32)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
+        made = pool.map(_cohort_volume, subjects, chunksize=1)
+    else:
+        pool, made = None, map(_cohort_volume, subjects)
+    for i, volume in enumerate(
+        tqdm(made, total=len(subjects), desc="MNI cohort", disable=not progress)
+    ):
+        volumes[i] = volume
+    if pool is not None:
+        pool.shutdown()
+    return volumes
+
+
 def mni_cohort(
     n,
     *,
@@ -139,8 +181,6 @@ def mni_cohort(
     affine : ndarray (4, 4)
         The grid's voxel-to-world affine (MNI space, centred on the brain).
     """
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(rng)
     t1, affine, mask = load_mni_template()
     vox = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
@@ -149,20 +189,7 @@ def mni_cohort(
     grid = grid_affine(shape, vox, centre)
     # every random choice is drawn here, in order: the volumes do not
     # depend on the number of workers
-    subjects = []
-    for _ in range(n):
-        transform = random_rigid_scale(rng, rotation_deg=rotation_deg, scale=scale)
-        size = max(0.5, rng.normal(*head_size))
-        transform[:3, :3] /= size  # sampling further out = a smaller brain
-        subject = {"transform": transform, "state": rng.integers(2**32)}
-        if anatomy:
-            atrophy = rng.uniform()
-            subject.update(
-                thinning_mm=1.5 * atrophy * rng.uniform(0.6, 1.0),
-                ventricle_mm=3.0 * atrophy + rng.uniform(-1.0, 1.0),
-                asymmetry=rng.uniform(-0.03, 0.03),
-            )
-        subjects.append(subject)
+    subjects = _draw_subjects(n, rng, rotation_deg, scale, head_size, anatomy)
     if indices is not None:
         subjects = [subjects[i] for i in indices]
     global _COHORT
@@ -178,22 +205,8 @@ def mni_cohort(
         "warp": {"displacement_mm": displacement_mm, "smoothness_mm": smoothness_mm},
         "intensity": intensity,
     }
-    volumes = np.empty((len(subjects), *shape), np.float32)
     try:
-        if workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
-            import multiprocessing
-
-            pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
-            made = pool.map(_cohort_volume, subjects, chunksize=1)
-        else:
-            pool, made = None, map(_cohort_volume, subjects)
-        for i, volume in enumerate(
-            tqdm(made, total=len(subjects), desc="MNI cohort", disable=not progress)
-        ):
-            volumes[i] = volume
-        if pool is not None:
-            pool.shutdown()
+        volumes = _build_volumes(subjects, shape, workers, progress)
     finally:
         _COHORT = None
     return volumes, grid

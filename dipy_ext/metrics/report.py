@@ -44,18 +44,7 @@ def evaluate_synthesis(
     memorization_factor : float, optional
         Near-copy threshold, as a multiple of the closest training pair.
     """
-    real = np.asarray(real, dtype=np.float32)
-    synthetic = np.asarray(synthetic, dtype=np.float32)
-    for name, s in (("real", real), ("synthetic", synthetic)):
-        if s.ndim != 4 or len(s) < 2:
-            raise ValueError(
-                f"the {name} set needs at least 2 volumes, got shape {s.shape}"
-            )
-    if real.shape[1:] != synthetic.shape[1:]:
-        raise ValueError(
-            f"real volumes {real.shape[1:]} and synthetic volumes "
-            f"{synthetic.shape[1:]} are on different grids"
-        )
+    real, synthetic = _checked_sets(real, synthetic)
     timings = {}
     t0 = time.perf_counter()
     extractor = get_feature_extractor(features)
@@ -92,19 +81,49 @@ def evaluate_synthesis(
     }
     t0 = time.perf_counter()
     train = real if training is None else np.asarray(training, dtype=np.float32)
-    mem = sets.memorization(synthetic, train, mask=mask, factor=memorization_factor)
-    report["memorization"] = {k: v for k, v in mem.items() if not isinstance(v, list)}
-    report["memorization"]["synthetic_nn"] = mem["synthetic_nn"]
-    report["memorization"]["training_nn"] = mem["training_nn"]
+    report["memorization"] = _memorization(synthetic, train, mask, memorization_factor)
     timings["memorization_s"] = time.perf_counter() - t0
     if tissue:
         t0 = time.perf_counter()
-        cap = {"max_voxels": 64**3}  # same for both sets, affordable at 128^3
-        frac_real = np.stack([tissue_fractions(v, **cap) for v in real])
-        frac_syn = np.stack([tissue_fractions(v, **cap) for v in synthetic])
-        report["tissue"] = tissue_distribution_distance(frac_real, frac_syn)
-        report["tissue"]["real_fractions"] = frac_real.tolist()
-        report["tissue"]["synthetic_fractions"] = frac_syn.tolist()
+        report["tissue"] = _tissue(real, synthetic)
         timings["tissue_s"] = time.perf_counter() - t0
     report["timings"] = timings
+    return report
+
+
+def _checked_sets(real, synthetic):
+    """Both sets as float32, each of at least 2 volumes on one grid."""
+    real = np.asarray(real, dtype=np.float32)
+    synthetic = np.asarray(synthetic, dtype=np.float32)
+    for name, s in (("real", real), ("synthetic", synthetic)):
+        if s.ndim != 4 or len(s) < 2:
+            raise ValueError(
+                f"the {name} set needs at least 2 volumes, got shape {s.shape}"
+            )
+    if real.shape[1:] != synthetic.shape[1:]:
+        raise ValueError(
+            f"real volumes {real.shape[1:]} and synthetic volumes "
+            f"{synthetic.shape[1:]} are on different grids"
+        )
+    return real, synthetic
+
+
+def _memorization(synthetic, training, mask, factor):
+    """Near-copy distances, the per-volume lists last."""
+    mem = sets.memorization(synthetic, training, mask=mask, factor=factor)
+    report = {k: v for k, v in mem.items() if not isinstance(v, list)}
+    report["synthetic_nn"] = mem["synthetic_nn"]
+    report["training_nn"] = mem["training_nn"]
+    return report
+
+
+def _tissue(real, synthetic):
+    """HMRF tissue fractions of both sets and the distance of their
+    distributions."""
+    cap = {"max_voxels": 64**3}  # same for both sets, affordable at 128^3
+    frac_real = np.stack([tissue_fractions(v, **cap) for v in real])
+    frac_syn = np.stack([tissue_fractions(v, **cap) for v in synthetic])
+    report = tissue_distribution_distance(frac_real, frac_syn)
+    report["real_fractions"] = frac_real.tolist()
+    report["synthetic_fractions"] = frac_syn.tolist()
     return report

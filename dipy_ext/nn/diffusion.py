@@ -271,7 +271,12 @@ class LatentDiffusion3D(SavedModel):
             raise ValueError(
                 f"sampling takes {sorted(DEFAULT_SAMPLING)}, got {sorted(unknown)}"
             )
-        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+        steps = min(DEFAULT_SAMPLING["num_inference_steps"], num_train_timesteps)
+        self.sampling = {
+            **DEFAULT_SAMPLING,
+            "num_inference_steps": steps,  # no more than the model has
+            **(sampling or {}),
+        }
         self.mixed_precision = bool(mixed_precision)
         self.seed = seed
         self.verbose = verbose

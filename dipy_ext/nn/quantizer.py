@@ -27,6 +27,7 @@ Quantizers run in float32 (distances, rounding); they are built with
 
 import numpy as np
 
+from dipy_ext._checks import check_integer
 from dipy_ext.nn._backend import keras, layers, ops
 
 QUANTIZERS = {}
@@ -278,8 +279,58 @@ class _EMACodebook:
         return np.asarray(ops.convert_to_numpy(self.embeddings), np.float32)
 
 
+class _EMAQuantizer(Quantizer):
+    """What the EMA-codebook quantizers share: their options (checked) and
+    their spec."""
+
+    def __init__(
+        self,
+        num_embeddings,
+        embedding_dim,
+        *,
+        commitment_cost=0.25,
+        decay=0.99,
+        dead_code_threshold=1.0,
+        epsilon=1e-5,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(seed=seed, **kwargs)
+        self.num_embeddings = self.num_codes = check_integer(
+            "num_embeddings", num_embeddings, 2
+        )
+        self.embedding_dim = check_integer("embedding_dim", embedding_dim, 1)
+        self.commitment_cost = float(commitment_cost)
+        self.decay = float(decay)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.epsilon = float(epsilon)
+
+    def _codebook(self, seed_generator, **kwargs):
+        """One EMA codebook with this quantizer's options."""
+        return _EMACodebook(
+            self,
+            self.num_embeddings,
+            self.embedding_dim,
+            decay=self.decay,
+            threshold=self.dead_code_threshold,
+            epsilon=self.epsilon,
+            seed_generator=seed_generator,
+            **kwargs,
+        )
+
+    def spec(self):
+        return {
+            "kind": self.kind,
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "commitment_cost": self.commitment_cost,
+            "decay": self.decay,
+            "dead_code_threshold": self.dead_code_threshold,
+        }
+
+
 @register_quantizer("vq")
-class VectorQuantizer(Quantizer):
+class VectorQuantizer(_EMAQuantizer):
     """Nearest-code quantization with an EMA codebook and dead-code restart.
 
     Parameters
@@ -300,41 +351,13 @@ class VectorQuantizer(Quantizer):
         Seed of the restart sampling.
     """
 
-    def __init__(
-        self,
-        num_embeddings,
-        embedding_dim,
-        *,
-        commitment_cost=0.25,
-        decay=0.99,
-        dead_code_threshold=1.0,
-        epsilon=1e-5,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(seed=seed, **kwargs)
-        _set_ema_options(
-            self,
-            num_embeddings,
-            embedding_dim,
-            commitment_cost,
-            decay,
-            dead_code_threshold,
-            epsilon,
-        )
+    def __init__(self, num_embeddings, embedding_dim, *, seed=None, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, seed=seed, **kwargs)
         self.index_channels = 1
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
-        self.codebook_ = _EMACodebook(
-            self,
-            self.num_embeddings,
-            self.embedding_dim,
-            decay=self.decay,
-            threshold=self.dead_code_threshold,
-            epsilon=self.epsilon,
-            seed_generator=self.seed_generator,
-        )
+        self.codebook_ = self._codebook(self.seed_generator)
         self.build_usage()  # after the codebook: the weight order of model files
 
     @property
@@ -374,12 +397,9 @@ class VectorQuantizer(Quantizer):
     def code_vectors(self, indices):
         return self.codebook[np.asarray(indices)]
 
-    def spec(self):
-        return _ema_spec(self)
-
 
 @register_quantizer("rvq")
-class ResidualVectorQuantizer(Quantizer):
+class ResidualVectorQuantizer(_EMAQuantizer):
     """Residual VQ: ``stages`` EMA codebooks, each quantizing the residual.
 
     The latent is the sum of one code from each stage, so the rate is
@@ -388,30 +408,9 @@ class ResidualVectorQuantizer(Quantizer):
     :class:`VectorQuantizer`, plus ``stages``.
     """
 
-    def __init__(
-        self,
-        num_embeddings,
-        embedding_dim,
-        *,
-        stages=2,
-        commitment_cost=0.25,
-        decay=0.99,
-        dead_code_threshold=1.0,
-        epsilon=1e-5,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(seed=seed, **kwargs)
-        _set_ema_options(
-            self,
-            num_embeddings,
-            embedding_dim,
-            commitment_cost,
-            decay,
-            dead_code_threshold,
-            epsilon,
-        )
-        _check_int("stages", stages, 1)
+    def __init__(self, num_embeddings, embedding_dim, *, stages=2, seed=None, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, seed=seed, **kwargs)
+        check_integer("stages", stages, 1)
         self.stages = self.index_channels = int(stages)
         self.seed_generators = [
             keras.random.SeedGenerator(None if seed is None else seed + s)
@@ -420,16 +419,7 @@ class ResidualVectorQuantizer(Quantizer):
 
     def build(self, input_shape):
         self.codebooks = [
-            _EMACodebook(
-                self,
-                self.num_embeddings,
-                self.embedding_dim,
-                decay=self.decay,
-                threshold=self.dead_code_threshold,
-                epsilon=self.epsilon,
-                seed_generator=generator,
-                prefix=f"stage{s}_",
-            )
+            self._codebook(generator, prefix=f"stage{s}_")
             for s, generator in enumerate(self.seed_generators)
         ]
         self.build_usage()
@@ -478,7 +468,7 @@ class ResidualVectorQuantizer(Quantizer):
         )
 
     def spec(self):
-        return {**_ema_spec(self), "stages": self.stages}
+        return {**super().spec(), "stages": self.stages}
 
 
 @register_quantizer("fsq")
@@ -575,46 +565,6 @@ class FiniteScalarQuantizer(Quantizer):
 
     def spec(self):
         return {"kind": self.kind, "levels": list(self.levels)}
-
-
-def _set_ema_options(
-    layer,
-    num_embeddings,
-    embedding_dim,
-    commitment_cost,
-    decay,
-    dead_code_threshold,
-    epsilon,
-):
-    """The codebook options shared by the EMA quantizers, checked."""
-    _check_int("num_embeddings", num_embeddings, 2)
-    _check_int("embedding_dim", embedding_dim, 1)
-    layer.num_embeddings = layer.num_codes = int(num_embeddings)
-    layer.embedding_dim = int(embedding_dim)
-    layer.commitment_cost = float(commitment_cost)
-    layer.decay = float(decay)
-    layer.dead_code_threshold = float(dead_code_threshold)
-    layer.epsilon = float(epsilon)
-
-
-def _ema_spec(layer):
-    return {
-        "kind": layer.kind,
-        "num_embeddings": layer.num_embeddings,
-        "embedding_dim": layer.embedding_dim,
-        "commitment_cost": layer.commitment_cost,
-        "decay": layer.decay,
-        "dead_code_threshold": layer.dead_code_threshold,
-    }
-
-
-def _check_int(name, value, low):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < low
-    ):
-        raise ValueError(f"{name} should be an integer >= {low}, got {value!r}")
 
 
 class CodebookUsage(keras.callbacks.Callback):

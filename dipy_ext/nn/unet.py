@@ -50,6 +50,38 @@ class ConditionEmbedding(layers.Layer):
         return {**super().get_config(), "dim": self.dim}
 
 
+def _check_levels(latent_shape, levels, attention_levels):
+    if len(attention_levels) != levels:
+        raise ValueError(
+            f"attention_levels should have {levels} entries (one per level), "
+            f"got {len(attention_levels)}"
+        )
+    factor = 2 ** (levels - 1)
+    if any(s % factor for s in latent_shape):
+        raise ValueError(
+            f"latent grid {tuple(latent_shape)} should be divisible by {factor} "
+            f"for {levels} UNet levels"
+        )
+
+
+def _inputs_and_embedding(latent_shape, latent_channels, dim, condition_dim, dtype):
+    """The network's inputs (the noisy latent, the timestep, and for a
+    conditional network the condition and its dropout flag) and the
+    embedding every residual block receives."""
+    x_in = keras.Input((*latent_shape, latent_channels), name="x_t")
+    t_in = keras.Input((), name="timestep")
+    inputs = [x_in, t_in]
+    temb = TimestepEmbedding(dim, dtype=dtype)(t_in)
+    if condition_dim:
+        c_in = keras.Input((condition_dim,), name="condition")
+        drop_in = keras.Input((), name="drop_condition")
+        inputs += [c_in, drop_in]
+        temb = layers.Add(dtype=dtype)(
+            [temb, ConditionEmbedding(dim, dtype=dtype)([c_in, drop_in])]
+        )
+    return inputs, temb
+
+
 def build_unet(
     latent_shape,
     latent_channels,
@@ -68,29 +100,12 @@ def build_unet(
     ``len(channels) - 1`` times or ``attention_levels`` has the wrong length.
     """
     levels = len(channels)
-    if len(attention_levels) != levels:
-        raise ValueError(
-            f"attention_levels should have {levels} entries (one per level), "
-            f"got {len(attention_levels)}"
-        )
-    factor = 2 ** (levels - 1)
-    if any(s % factor for s in latent_shape):
-        raise ValueError(
-            f"latent grid {tuple(latent_shape)} should be divisible by {factor} "
-            f"for {levels} UNet levels"
-        )
+    _check_levels(latent_shape, levels, attention_levels)
     kw = {"groups": groups, "time_embedding": True, "dtype": dtype}
-    x_in = keras.Input((*latent_shape, latent_channels), name="x_t")
-    t_in = keras.Input((), name="timestep")
-    inputs = [x_in, t_in]
-    temb = TimestepEmbedding(4 * channels[0], dtype=dtype)(t_in)
-    if condition_dim:
-        c_in = keras.Input((condition_dim,), name="condition")
-        drop_in = keras.Input((), name="drop_condition")
-        inputs += [c_in, drop_in]
-        temb = layers.Add(dtype=dtype)(
-            [temb, ConditionEmbedding(4 * channels[0], dtype=dtype)([c_in, drop_in])]
-        )
+    inputs, temb = _inputs_and_embedding(
+        latent_shape, latent_channels, 4 * channels[0], condition_dim, dtype
+    )
+    x_in = inputs[0]
 
     h = layers.Conv3D(channels[0], 3, padding="same", dtype=dtype)(x_in)
     skips = [h]

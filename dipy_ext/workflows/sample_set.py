@@ -19,6 +19,15 @@ import shutil
 from dipy_ext.workflows.base import write_text_atomic
 
 
+def check_prefix(prefix):
+    """A file name prefix, not a path: the folder is --out_dir's."""
+    if not prefix or Path(prefix).name != prefix:
+        raise ValueError(
+            f"--out_prefix should be a file name prefix, got '{prefix}' "
+            "(the folder goes in --out_dir)"
+        )
+
+
 class SampleSet:
     """Names, staging and the final move of ``<prefix>_NNN.nii.gz`` files
     and their mosaic in one folder."""

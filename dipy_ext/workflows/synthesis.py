@@ -17,7 +17,7 @@ from dipy_ext.workflows.base import (
     progress_shown,
     save_nifti_atomic,
 )
-from dipy_ext.workflows.sample_set import SampleSet, disk_full_message
+from dipy_ext.workflows.sample_set import SampleSet, check_prefix, disk_full_message
 
 # a lower bound of a gzipped generated volume's size, for the check before
 # sampling (the default model's are about a fifth of the float32 array);
@@ -143,11 +143,7 @@ class SynthesizeBrainFlow(Workflow):
         num_samples = check_integer("--num_samples", num_samples, 1)
         check_integer("--seed", seed, 0)
         batch_size = check_integer("--batch_size", batch_size, 1)
-        if not out_prefix or Path(out_prefix).name != out_prefix:
-            raise ValueError(
-                f"--out_prefix should be a file name prefix, got '{out_prefix}' "
-                "(the folder goes in --out_dir)"
-            )
+        check_prefix(out_prefix)
         start = time.perf_counter()
         with ExitStack() as stack:
             folder = stack.enter_context(output_folder(out_dir))
@@ -157,26 +153,26 @@ class SynthesizeBrainFlow(Workflow):
             for where, name in ((folder, out_prefix), outputs.mosaic_parts):
                 stack.enter_context(output_lock(where, name, "dipy_synthesize_brain"))
             outputs.check_outputs(self._force_overwrite)
-            path, model, conditions = self._load(
-                model_file, mixed_precision, conditions
-            )
-            settings = model.sampling_settings(
+            path, model, conditions, settings = self._load(
+                model_file,
+                mixed_precision,
+                conditions,
                 sampler=sampler,
                 num_inference_steps=num_inference_steps,
                 eta=eta,
                 guidance_scale=guidance_scale,
             )
-            logger.info(
-                "Sampling with " + ", ".join(f"{k}={v}" for k, v in settings.items())
-            )
             _check_batch_memory(model, min(batch_size, num_samples))
             stack.callback(outputs.abandon)  # runs after commit too: a no-op
+            # what decides the volumes: a rerun with the same keeps them
             done = outputs.start(
                 {
                     "model": _file_digest(path),
                     "mixed_precision": bool(mixed_precision),
                     "seed": seed,
-                    "conditions": None if conditions is None else conditions.tolist(),
+                    "conditions": conditions
+                    if conditions is None
+                    else conditions.tolist(),
                     **settings,
                 }
             )
@@ -191,9 +187,9 @@ class SynthesizeBrainFlow(Workflow):
             str(outputs.mosaic)
         ]
 
-    def _load(self, model_file, mixed_precision, conditions):
-        """The model's path, the model, and the condition vector asked for
-        (None: drawn)."""
+    def _load(self, model_file, mixed_precision, conditions, **sampling):
+        """The model's path, the model, the condition vector asked for
+        (None: drawn) and the sampling settings (checked)."""
         from dipy_ext.data.default import default_model_path
         from dipy_ext.nn.diffusion import LatentDiffusion3D
 
@@ -205,7 +201,11 @@ class SynthesizeBrainFlow(Workflow):
             f"Loaded {path.name} in {time.perf_counter() - start:.1f} s: grid "
             f"{model.output_shape} at {model.voxel_size[0]:g} mm"
         )
-        return path, model, condition
+        settings = model.sampling_settings(**sampling)
+        logger.info(
+            "Sampling with " + ", ".join(f"{k}={v}" for k, v in settings.items())
+        )
+        return path, model, condition, settings
 
     def _sample(self, model, outputs, done, condition, settings, seed, batch_size):
         """Draw the samples not staged yet, batch by batch, into staging."""

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(code):
     return subprocess.run(
@@ -49,6 +51,7 @@ def test_version_names_dipy_ext(monkeypatch, capsys):
     )
 
 
+@pytest.mark.slow
 def test_constructors_leave_global_generators_alone():
     import random
 

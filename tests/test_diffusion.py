@@ -28,6 +28,16 @@ def tiny_vq():
     return vq
 
 
+@pytest.fixture(scope="module")
+def fitted(tiny_vq):
+    """One trained unconditional model, its history and training volumes,
+    shared by the tests that need *a* trained model."""
+    ldm = tiny_ldm(tiny_vq)
+    vols = phantom_cohort(4, SHAPE, rng=1)
+    history = ldm.fit(vols, epochs=2, batch_size=2, ema_momentum=0.5)
+    return ldm, history, vols
+
+
 def tiny_ldm(vq, **kw):
     cfg = {
         "channels": (8, 16),
@@ -60,10 +70,8 @@ def test_unet_shapes_and_conditions():
         build_unet((8, 8, 8), 4, channels=(8, 16), attention_levels=(False,))
 
 
-def test_fit_predict_shapes_range_and_seed(tiny_vq):
-    ldm = tiny_ldm(tiny_vq)
-    vols = phantom_cohort(4, SHAPE, rng=1)
-    history = ldm.fit(vols, epochs=2, batch_size=2, ema_momentum=0.5)
+def test_fit_predict_shapes_range_and_seed(fitted):
+    ldm, history, vols = fitted
     assert np.isfinite(history.history["loss"]).all()
     assert ldm.scale_factor > 0
     # latents are normalised to unit variance
@@ -80,6 +88,7 @@ def test_fit_predict_shapes_range_and_seed(tiny_vq):
     assert d.shape == (1, *SHAPE)
 
 
+@pytest.mark.slow
 def test_save_load_roundtrip(tiny_vq, tmp_path):
     ldm = tiny_ldm(tiny_vq, condition_dim=2, condition_names=["age", "sex"])
     vols = phantom_cohort(4, SHAPE, rng=2)
@@ -103,15 +112,14 @@ def test_save_load_roundtrip(tiny_vq, tmp_path):
         VQVAE3D.load(path)
 
 
-def test_bad_arguments(tiny_vq):
+def test_bad_arguments(tiny_vq, fitted):
     with pytest.raises(ValueError, match="the autoencoder should offer input_shape"):
         LatentDiffusion3D("vqvae.npz")
     with pytest.raises(ValueError, match="condition_names"):
         tiny_ldm(tiny_vq, condition_dim=2, condition_names=["age"])
-    ldm = tiny_ldm(tiny_vq)
     with pytest.raises(ValueError, match="not trained"):
-        ldm.predict(1, progress=False)
-    ldm.fit(phantom_cohort(2, SHAPE, rng=3), epochs=1, batch_size=2)
+        tiny_ldm(tiny_vq).predict(1, progress=False)
+    ldm = fitted[0]
     with pytest.raises(ValueError, match="num_samples should be an integer >= 1"):
         ldm.predict(0)
     with pytest.raises(ValueError, match="num_samples should be an integer >= 1"):
@@ -141,6 +149,7 @@ def test_bad_arguments(tiny_vq):
         cond.fit(phantom_cohort(2, SHAPE, rng=3), conditions=np.ones((2, 3)), epochs=1)
 
 
+@pytest.mark.slow
 def test_any_first_stage_can_stand_in(tmp_path):
     """Issue 20: LatentDiffusion3D uses only the first-stage interface: a
     stand-in autoencoder with no network (4x block means, nearest-neighbour

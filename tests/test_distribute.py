@@ -35,6 +35,7 @@ def finish(process, timeout=600):
     assert process.returncode == 0, output[-3000:]
 
 
+@pytest.mark.slow
 def test_mirrored_two_devices_match_one_device(tmp_path):
     # every step sees the whole cohort (4 volumes, global batch 4, 2 per
     # replica): the two runs see the same batches, step after step
@@ -72,6 +73,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     workers = [

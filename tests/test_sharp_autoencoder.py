@@ -195,6 +195,7 @@ def adversarial_runs(volumes):
     return runs
 
 
+@pytest.mark.slow
 def test_discriminator_waits_then_learns(adversarial_runs, volumes):
     """No discriminator update before the start step; then it tells fakes."""
     vq, at, history = adversarial_runs[1e-6]
@@ -205,6 +206,7 @@ def test_discriminator_waits_then_learns(adversarial_runs, volumes):
     assert _discriminator_accuracy(vq, volumes) > 0.6
 
 
+@pytest.mark.slow
 def test_generator_term_starts_with_the_discriminator(adversarial_runs):
     """The adversarial weight changes nothing before the start, then the decoder."""
     (_, weak, _), (_, strong, _) = adversarial_runs[1e-6], adversarial_runs[1.0]
@@ -213,6 +215,7 @@ def test_generator_term_starts_with_the_discriminator(adversarial_runs):
     assert not _same(weak[-1]["network"], strong[-1]["network"])
 
 
+@pytest.mark.slow
 def test_generator_term_fools_a_fixed_discriminator(adversarial_runs, volumes):
     """Descending the generator term raises the discriminator's score of the
     reconstructions (the sign is right) and leaves the discriminator alone."""
@@ -240,6 +243,7 @@ def test_generator_term_fools_a_fixed_discriminator(adversarial_runs, volumes):
         trainer.network.set_weights(trained)
 
 
+@pytest.mark.slow
 def test_discriminator_initialisation_follows_the_seed(volumes):
     """The discriminator starts from the model's seed, not from Python's
     global generator (Keras' unseeded initialisers draw their seeds there):
@@ -264,6 +268,7 @@ def test_discriminator_initialisation_follows_the_seed(volumes):
     assert _same(*runs)
 
 
+@pytest.mark.slow
 def test_resume_restores_discriminator(volumes, tmp_path):
     """A killed adversarial run resumes with the discriminator it had."""
 
@@ -332,6 +337,7 @@ def test_discriminator_has_its_own_learning_rate_and_momentum():
     npt.assert_allclose(np.asarray(opt._momentums[0]), 0.19 * grad, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_gives_the_discriminator_its_own_optimizer_group(volumes):
     vq = tiny()
     history = vq.fit(
@@ -354,6 +360,7 @@ def test_fit_gives_the_discriminator_its_own_optimizer_group(volumes):
     )
 
 
+@pytest.mark.slow
 def test_discriminator_capacity_against_a_frozen_autoencoder(volumes):
     """A discriminator alone tells held-out real patches from reconstructions
     of a briefly trained (blurry) autoencoder."""
@@ -368,6 +375,7 @@ def test_discriminator_capacity_against_a_frozen_autoencoder(volumes):
     assert result["accuracy"] >= 0.75, result
 
 
+@pytest.mark.slow
 def test_interpolating_output_stage_leaves_no_stride_grid(phantoms, heldout_phantoms):
     """Trained alike, the sub-pixel output leaves a peak at the latent stride
     (period 4 at 4x); trilinear upsampling with a full-resolution head does not."""

@@ -131,6 +131,7 @@ def test_second_training_into_the_same_folders_is_refused_at_once(t1_folder, tmp
     assert not ckpt.exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_completed_run_is_not_called_interrupted(t1_folder, tmp_path):
     ckpt = tmp_path / "ckpt"
     options = _tiny_run(t1_folder, tmp_path / "out", checkpoint_dir=str(ckpt))

@@ -193,6 +193,7 @@ def test_load_errors(tmp_path):
         VQVAE3D.load(rewrite(drop_weight=True))
 
 
+@pytest.mark.slow
 def test_mixed_precision_runs_and_keeps_float32_weights(tmp_path):
     vq = tiny(mixed_precision=True)
     x = np.random.default_rng(2).random((2, 16, 16, 16)).astype(np.float32)
@@ -295,6 +296,7 @@ def test_damaged_or_wrong_model_files(tmp_path):
         VQVAE3D.load(odd)
 
 
+@pytest.mark.slow
 def test_diverging_training_stops_with_one_line(tmp_path):
     x = np.random.default_rng(0).random((2, 16, 16, 16)).astype(np.float32) * 1e30
     vq = tiny()

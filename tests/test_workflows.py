@@ -191,6 +191,7 @@ def test_train_flow_bad_inputs(t1_folder, tmp_path):
         TrainVQVAE3DFlow().run(str(bad), grid_shape=GRID, out_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_vqvae_training_resumes_after_interruption(t1_folder, tmp_path):
     """A run killed during epoch 3 restarts at epoch 3 from its backup."""
     import keras
@@ -296,6 +297,7 @@ def test_console_scripts_help():
         assert "usage" in result.stdout
 
 
+@pytest.mark.slow
 def test_synthesize_console_script(trained_files, tmp_path):
     script = _script("dipy_synthesize_brain")
     model = str(trained_files / "latent_diffusion3d.npz")
@@ -478,6 +480,7 @@ def test_vqvae_flow_patches_losses_and_heldout_report(t1_folder, tmp_path, dipy_
     assert "sharpness ratio" in dipy_log.text
 
 
+@pytest.mark.slow
 def test_training_flow_checkpoints_keyed_recovered_and_logged(
     t1_folder, tmp_path, monkeypatch, dipy_log
 ):
@@ -826,6 +829,7 @@ def test_synthesis_set_is_one_set(trained_files, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_failed_synthesis_leaves_no_set_and_resumes(
     trained_files, tmp_path, monkeypatch
 ):

@@ -202,3 +202,30 @@ def test_any_first_stage_can_stand_in(tmp_path):
         FIRST_STAGES.pop("BlockMeans")
     with pytest.raises(ValueError, match="object lacks input_shape, affine"):
         LatentDiffusion3D(object())
+
+
+def test_training_encodes_a_memory_map_without_copying_it(tiny_vq, tmp_path):
+    """Issue 18: fit reads and encodes a few volumes at a time, so neither
+    the set nor its mirrored copy is held in memory (a 128^3 cohort of 360
+    volumes held 16 GB); the latents are those of the volumes, then of
+    their mirror images."""
+    import tracemalloc
+
+    path = tmp_path / "cohort.npy"
+    vols = np.lib.format.open_memmap(path, "w+", np.float32, (128, *SHAPE))
+    vols[:] = phantom_cohort(128, SHAPE, rng=4)
+    vols.flush()
+    vols = np.load(path, mmap_mode="r")
+    ldm = tiny_ldm(tiny_vq)
+    ldm._training_batches(vols[:4], None, 2, True)  # traced once, outside
+    tracemalloc.start()
+    try:
+        ldm._training_batches(vols, None, 2, True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < vols.nbytes  # the whole set at once: 4x
+    expected = np.concatenate(
+        [tiny_vq.encode(vols[:], batch_size=2), tiny_vq.encode(vols[:, ::-1])]
+    )
+    npt.assert_allclose(ldm._encode_in_chunks(vols, 2, True), expected, atol=1e-6)

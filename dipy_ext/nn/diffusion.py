@@ -52,6 +52,7 @@ DEFAULT_SAMPLING = {
 # dipy_synthesize_brain used then (measured best for the first default model)
 LEGACY_SAMPLING = {**DEFAULT_SAMPLING, "num_inference_steps": 200, "eta": 1.0}
 SAMPLING_BATCH_SIZE = 4  # samples denoised (and decoded) together
+ENCODE_CHUNK = 16  # training volumes read and encoded at a time
 # classifier-free guidance far past the usual 1-10 pushes latents out of
 # the decoder's range (at 1e30 43% of the voxels clipped): refused
 MAX_GUIDANCE = 50.0
@@ -472,7 +473,10 @@ class LatentDiffusion3D(SavedModel):
         Parameters
         ----------
         volumes : ndarray (N, X, Y, Z) or list
-            Training volumes in [0, 1]; encoded once.
+            Training volumes in [0, 1]; encoded once, a few at a time (a
+            memory map is read from disk as it is encoded, and a mirrored
+            copy is never made: training holds the latents, not the
+            volumes).
         conditions : ndarray (N, condition_dim), optional
             Required by conditional models, refused by unconditional ones.
         epochs : int, optional
@@ -558,17 +562,34 @@ class LatentDiffusion3D(SavedModel):
             if self.condition_stats is None:
                 self.condition_stats = condition_statistics(conditions)
             conditions = self._standardise(conditions)
-        if flip_augment:
-            data = np.concatenate([data, data[:, ::-1]])
-            if conditions is not None:
-                conditions = np.concatenate([conditions, conditions])
-        raw = self.vqvae.encode(data, batch_size=batch_size)
+        raw = self._encode_in_chunks(data, batch_size, flip_augment)
+        if flip_augment and conditions is not None:
+            conditions = np.concatenate([conditions, conditions])
         if self.scale_factor is None:
             self.latent_mean = raw.mean(axis=0).astype(np.float32)
             self.scale_factor = float(1.0 / ((raw - self.latent_mean).std() + 1e-8))
         latents = ((raw - self.latent_mean) * self.scale_factor).astype(np.float32)
         return ArrayBatches(
             latents, batch_size, seed=self.seed, conditions=conditions, targets=False
+        )
+
+    def _encode_in_chunks(self, volumes, batch_size, flip_augment):
+        """Raw latents of the volumes, then of their mirror images if asked.
+
+        A few volumes are read and encoded at a time, so that neither a
+        copy of the whole set nor its mirrored copy is ever held (a memory
+        map stays on disk): training memory is that of the latents."""
+        chunk = batch_size * max(1, ENCODE_CHUNK // batch_size)
+        views = [lambda v: v] + ([lambda v: v[:, ::-1]] if flip_augment else [])
+        return np.concatenate(
+            [
+                self.vqvae.encode(
+                    view(np.asarray(volumes[i : i + chunk], np.float32)),
+                    batch_size=batch_size,
+                )
+                for view in views
+                for i in range(0, len(volumes), chunk)
+            ]
         )
 
     def _validation_batches(self, volumes, conditions, batch_size):

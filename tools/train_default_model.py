@@ -78,6 +78,12 @@ def parse(argv=None):
     p.add_argument("--ldm-batch", type=int, default=8)
     p.add_argument("--ldm-lr", type=float, default=2e-4)
     p.add_argument("--ldm-channels", default="32,64,128")
+    p.add_argument(
+        "--ldm-attention",
+        default="0,1,1",
+        help="attention per UNet level (1 = on); for 32^3 latents 0,0,1,1 "
+        "with --ldm-channels 16,32,64,128 (tools/bench_unet_latents.py)",
+    )
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--n-samples", type=int, default=40)
     p.add_argument("--sampler", default="ddim")
@@ -276,7 +282,7 @@ def train_ldm(args, out, record, vq, train, covariates):
     ldm = LatentDiffusion3D(
         vq,
         channels=[int(c) for c in args.ldm_channels.split(",")],
-        attention_levels=(False, True, True),
+        attention_levels=[a == "1" for a in args.ldm_attention.split(",")],
         num_res_blocks=1,
         condition_dim=len(COVARIATES),
         condition_names=list(COVARIATES),

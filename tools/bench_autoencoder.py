@@ -166,8 +166,9 @@ def unet_cost(latent_shape, latent_channels, batch=8, steps=4):
     """Seconds per training step and peak memory (GiB, the process's) of the
     default model's UNet on latents of this shape, in a child process."""
     code = (
-        "import sys; sys.argv = ['x']; import bench_autoencoder as b; "
-        f"b.unet_probe({tuple(latent_shape)}, {latent_channels}, {batch}, {steps})"
+        "import json, sys; sys.argv = ['x']; import bench_autoencoder as b; "
+        "print(json.dumps(b.unet_probe("
+        f"{tuple(latent_shape)}, {latent_channels}, {batch}, {steps})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -179,7 +180,17 @@ def unet_cost(latent_shape, latent_channels, batch=8, steps=4):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def unet_probe(latent_shape, latent_channels, batch, steps):
+def unet_probe(
+    latent_shape,
+    latent_channels,
+    batch,
+    steps,
+    channels=(32, 64, 128),
+    attention_levels=(False, True, True),
+):
+    """Median seconds per training step (the first, which traces, left
+    out), peak memory (GiB, the process's) and parameters of a conditional
+    UNet (by default the default model's) on random latents."""
     import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
 
     from dipy_ext.nn.unet import build_unet
@@ -187,9 +198,9 @@ def unet_probe(latent_shape, latent_channels, batch, steps):
     unet = build_unet(
         latent_shape,
         latent_channels,
-        channels=(32, 64, 128),
+        channels=channels,
         num_res_blocks=1,
-        attention_levels=(False, True, True),
+        attention_levels=attention_levels,
         condition_dim=2,
     )
     unet.compile(optimizer="adam", loss="mse")
@@ -206,12 +217,11 @@ def unet_probe(latent_shape, latent_channels, batch, steps):
         t0 = time.perf_counter()
         unet.train_on_batch(inputs, x)
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(
-        json.dumps(
-            {"unet_step_seconds": float(np.median(times[1:])), "unet_peak_gib": peak}
-        )
-    )
+    return {
+        "unet_step_seconds": float(np.median(times[1:])),
+        "unet_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "unet_params": unet.count_params(),
+    }
 
 
 def figure(names, args, heldout, index=0):

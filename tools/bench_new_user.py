@@ -55,28 +55,12 @@ def write_cohort(args, out):
 
 
 def figure(real, recon, path, count=4):
-    """Mid-slices (sagittal, coronal, axial) of a few volumes: real, then
-    their reconstructions."""
-    import matplotlib
+    """Mid-slices of a few volumes, each beside its reconstruction."""
+    from dipy_ext.viz import mosaic
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3 * count, figsize=(2 * 3 * count, 4.4))
-    for row, volumes in enumerate((real, recon)):
-        for k in range(count):
-            v = volumes[k]
-            mids = [s // 2 for s in v.shape]
-            cuts = (v[mids[0]], v[:, mids[1]], v[:, :, mids[2]])
-            for a, cut in enumerate(cuts):
-                ax = axes[row, 3 * k + a]
-                ax.imshow(np.rot90(cut), cmap="gray", vmin=0, vmax=1)
-                ax.axis("off")
-    axes[0, 0].set_title("real", loc="left")
-    axes[1, 0].set_title("reconstruction", loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    pairs = [v for k in range(count) for v in (real[k], recon[k])]
+    titles = [t for k in range(count) for t in (f"real {k}", f"reconstruction {k}")]
+    mosaic(pairs, path, titles=titles, vmax=1.0)
 
 
 def main(argv=None):

@@ -1,19 +1,17 @@
 """Training step time and memory of a diffusion UNet on latents of one size.
 
 Screens UNet layouts for the 4x autoencoder's 32^3 x 6 latents (issue 18):
-each run builds one UNet, trains it 4 steps on random latents (the first,
-which traces the graph, not counted) and prints its parameters, median
-seconds per step and the process's peak memory.
+each run builds one UNet, trains it on random latents and prints its
+parameters, median seconds per step (the first, which traces the graph, not
+counted) and the process's peak memory (``bench_autoencoder.unet_probe``).
 
     python tools/bench_unet_latents.py --channels 16,32,64,128 --attention 0,0,1,1
 """
 
 import argparse
 import json
-import resource
-import time
 
-import numpy as np
+from bench_autoencoder import unet_probe
 
 
 def main(argv=None):
@@ -25,46 +23,17 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args(argv)
-    import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
-    from dipy_ext.nn.unet import build_unet
-
     channels = tuple(int(c) for c in args.channels.split(","))
     attention = tuple(a == "1" for a in args.attention.split(","))
-    shape, batch = tuple(args.latent_shape), args.batch
-    unet = build_unet(
-        shape,
+    cost = unet_probe(
+        tuple(args.latent_shape),
         args.latent_channels,
+        args.batch,
+        args.steps,
         channels=channels,
-        num_res_blocks=1,
         attention_levels=attention,
-        condition_dim=2,
     )
-    unet.compile(optimizer="adam", loss="mse")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, *shape, args.latent_channels)).astype("float32")
-    inputs = [
-        x,
-        rng.uniform(0, 1000, batch).astype("float32"),
-        rng.standard_normal((batch, 2)).astype("float32"),
-        np.zeros(batch, "float32"),
-    ]
-    times = []
-    for _ in range(args.steps + 1):
-        start = time.perf_counter()
-        unet.train_on_batch(inputs, x)
-        times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(
-        json.dumps(
-            {
-                "channels": channels,
-                "attention": attention,
-                "params": unet.count_params(),
-                "step_seconds": float(np.median(times[1:])),
-                "peak_gib": peak,
-            }
-        )
-    )
+    print(json.dumps({"channels": channels, "attention": attention, **cost}))
 
 
 if __name__ == "__main__":

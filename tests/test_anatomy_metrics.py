@@ -10,7 +10,11 @@ import pytest
 from scipy import ndimage
 
 from dipy_ext.data import phantom_cohort
-from dipy_ext.metrics import sharpness_ratio
+from dipy_ext.metrics import get_feature_extractor, sharpness_ratio
+from dipy_ext.metrics.outside import (
+    outside_components,
+    volumes_with_outside_components,
+)
 from dipy_ext.metrics.spectrum import (
     mean_tissue_dice,
     radial_power_spectrum,
@@ -86,3 +90,24 @@ def test_bad_input_is_one_line():
         tissue_dice(np.zeros((16, 16, 16)), np.zeros((16, 16, 8)))
     with pytest.raises(ValueError, match="volumes of one shape"):
         spectrum_distance(np.zeros((1, 32, 32, 32)), np.zeros((1, 16, 16, 16)))
+
+
+def test_outside_components_finds_a_speck(ladder):
+    real = ladder[0]
+    assert [outside_components(v) for v in real] == [[]] * len(real)
+    specked = real.copy()
+    specked[0, 1:3, 1:3, 1:3] = 0.8  # 8 voxels in a corner, off the brain
+    specked[2, -2, -2, -2] = 0.3
+    assert outside_components(specked[0]) == [8]
+    assert outside_components(specked[0], min_voxels=9) == []
+    assert volumes_with_outside_components(specked) == 2
+    assert outside_components(np.zeros((8, 8, 8))) == []
+
+
+def test_spectrum_features_order_the_ladder(ladder):
+    real, blurred, checker = ladder
+    spectra = get_feature_extractor("spectrum")
+    high = [spectra(v)[:, -8:].mean() for v in (real, *blurred.values())]
+    assert np.all(np.diff(high) < 0), high  # blur removes the high shells
+    assert spectra(checker)[:, -8:].mean() > high[0]  # a grid adds to them
+    assert spectra(real).shape == (len(real), 24)

@@ -187,6 +187,12 @@ def test_evaluate_synthesis_report():
     assert len(mem["synthetic_nn"]) == 6 and mem["threshold"] == min(mem["training_nn"])
     assert set(report["tissue"]) >= {"csf", "gm", "wm"}
     assert 0 <= report["classifier_two_sample_test"]["accuracy"] <= 1
+    assert report["tissue"]["wm"]["real_std"] > 0
+    artefacts = report["artefacts"]
+    assert artefacts["outside_brain_real"] == artefacts["outside_brain_synthetic"] == 0
+    assert set(artefacts["grid_spikes_synthetic"]) == {"2", "4", "8"}
+    spectrum_test = artefacts["classifier_two_sample_test_spectrum"]
+    assert spectrum_test["n"] == 12 and 0 <= spectrum_test["accuracy"] <= 1
     with pytest.raises(ValueError, match="different grids"):
         evaluate_synthesis(real, fake[:, :16])
     with pytest.raises(ValueError, match="at least 2"):

@@ -259,8 +259,9 @@ def recommended_sampling(args):
     }
 
 
-def train_ldm(args, out, record, vq, train, covariates):
-    """Stage 3: the conditional latent diffusion model."""
+def train_ldm(args, out, record, vq, train, covariates, heldout, heldout_cov):
+    """Stage 3: the conditional latent diffusion model (with the held-out
+    volumes' loss per epoch, to see when it stops falling)."""
     from dipy_ext.data.default import DEFAULT_MODEL_NAME
     from dipy_ext.metrics.covariates import COVARIATES
     from dipy_ext.nn.diffusion import LatentDiffusion3D
@@ -299,8 +300,10 @@ def train_ldm(args, out, record, vq, train, covariates):
         learning_rate=args.ldm_lr,
         ema_momentum=args.ema,
         flip_augment=True,
+        validation_data=np.asarray(heldout),
+        validation_conditions=heldout_cov,
         checkpoint_dir=out / "ldm_backup",
-        callbacks=[step_log()],
+        callbacks=[step_log(), keras_csv(out / "ldm_history.csv")],
     )
     training_curves(hist, out / "ldm_training.png", title="default LatentDiffusion3D")
     ldm.save(model_file, half_precision=True)
@@ -314,42 +317,155 @@ def train_ldm(args, out, record, vq, train, covariates):
 
 
 def evaluate(args, out, record, ldm, train, heldout, covariates):
-    """Stage 4: realism, reconstruction and conditioning, into the record."""
+    """Stage 4: realism, reconstruction and conditioning, into the record,
+    with the settings of the command line (``--sampler``, ``--steps``,
+    ``--eta``, ``--guidance``)."""
     from dipy_ext.data.mni import MNI_NOTICE
     from dipy_ext.metrics import evaluate_synthesis
     from dipy_ext.metrics.covariates import measure_covariates
     from dipy_ext.metrics.sharpness import reconstruction_report
-    from dipy_ext.viz import mosaic
 
     heldout = np.asarray(heldout)
+    sampling = recommended_sampling(args)
     t0 = time.perf_counter()
-    samples = ldm.predict(args.n_samples, seed=12345, batch_size=4)
+    samples = ldm.predict(args.n_samples, seed=12345, batch_size=4, **sampling)
     seconds = (time.perf_counter() - t0) / args.n_samples
-    mosaic(
-        list(samples[:8]) + list(heldout[:4]),
-        out / "samples_vs_real.png",
-        titles=[f"sample {i}" for i in range(8)] + [f"real {i}" for i in range(4)],
-    )
+    reconstructions = ldm.vqvae.predict(heldout[:20])
+    picture(out / "samples_vs_real.png", heldout, reconstructions, samples)
     report = evaluate_synthesis(heldout, samples, training=train, seed=args.seed)
+    report["real_vs_real"] = real_vs_real(heldout, args.seed)
     report["covariates_of_unconditional_samples"] = measure_covariates(
         samples, args.voxel_size
     ).tolist()
-    report["conditioning"] = conditioning_check(ldm, covariates, args)
-    real = heldout[:20]  # the shipped autoencoder, output as the model gives it
+    report["conditioning"] = conditioning_check(ldm, covariates, args, sampling)
     report["reconstruction"] = reconstruction_report(
-        real, ldm.vqvae.predict(real), seed=args.seed
+        heldout[:20], reconstructions, seed=args.seed
     )
+    # whether the autoencoder keeps the covariates the samples should follow
+    report["reconstruction"]["covariates"] = {
+        "real": measure_covariates(heldout[:20], args.voxel_size).tolist(),
+        "reconstructed": measure_covariates(reconstructions, args.voxel_size).tolist(),
+    }
+    summary = summary_table(report, covariates, seconds)
     (out / "NOTICE").write_text(MNI_NOTICE + "\n")
     record.update(
         sampling_seconds_per_volume=seconds,
-        sampling=ldm.sampling,
+        sampling=sampling,
         evaluation=report,
+        summary=summary,
         evaluate_minutes=(time.perf_counter() - t0) / 60,
     )
-    print(json.dumps(report, indent=1, default=float)[:3000])
+    for row in summary:
+        print(
+            f"{row['measure']:48s} {row['value']:>22s}  wanted {row['wanted']:>14s}"
+            f"  {'holds' if row['holds'] else 'MISSES'}",
+            flush=True,
+        )
 
 
-def conditioning_check(ldm, covariates, args, per_axis=4, per_request=2):
+def picture(path, real, reconstructions, samples, n=4):
+    """Mid-slices in three views: real volumes, their reconstructions, samples."""
+    from dipy_ext.viz import mosaic
+
+    mosaic(
+        [*real[:n], *reconstructions[:n], *samples[: 2 * n]],
+        path,
+        titles=[f"real {i}" for i in range(n)]
+        + [f"reconstr. {i}" for i in range(n)]
+        + [f"sample {i}" for i in range(2 * n)],
+    )
+
+
+def real_vs_real(heldout, seed):
+    """The classifier tests between two halves of the held-out volumes:
+    what indistinguishable scores with this many volumes."""
+    from dipy_ext.metrics import classifier_two_sample_test
+    from dipy_ext.metrics.features import get_feature_extractor
+
+    half = len(heldout) // 2
+    out = {}
+    for name in ("stats", "spectrum"):
+        features = get_feature_extractor(name)(heldout)
+        out[name] = classifier_two_sample_test(
+            features[:half], features[half:], seed=seed
+        )["accuracy"]
+    return out
+
+
+def summary_table(report, covariates, seconds):
+    """Issue 18's measures: the value, the wanted bound, whether it holds."""
+    conditioning = report["conditioning"]
+    unguided = np.asarray(report["covariates_of_unconditional_samples"])
+    trained_mean = covariates.mean(axis=0)
+    prdc = report["prdc"]
+    artefacts = report["artefacts"]
+
+    def row(measure, value, wanted, holds):
+        return {"measure": measure, "value": value, "wanted": wanted, "holds": holds}
+
+    c2st = report["classifier_two_sample_test"]["accuracy"]
+    c2st_spectrum = artefacts["classifier_two_sample_test_spectrum"]["accuracy"]
+    rows = [
+        row("C2ST, stats features", f"{c2st:.3f}", "<= 0.80", c2st <= 0.80),
+        row(
+            "C2ST, spectrum features",
+            f"{c2st_spectrum:.3f}",
+            "<= 0.75",
+            c2st_spectrum <= 0.75,
+        ),
+        row(
+            "precision / recall (k = 5)",
+            f"{prdc['precision']:.2f} / {prdc['recall']:.2f}",
+            ">= 0.80 / 0.50",
+            prdc["precision"] >= 0.8 and prdc["recall"] >= 0.5,
+        ),
+    ]
+    for tissue in ("csf", "gm", "wm"):
+        t = report["tissue"][tissue]
+        ratio = t["synthetic_std"] / t["real_std"]
+        rows.append(
+            row(
+                f"tissue fraction std {tissue}, samples / real",
+                f"{ratio:.2f}",
+                "0.70-1.30",
+                0.7 <= ratio <= 1.3,
+            )
+        )
+    for k, name, wanted in ((1, "ventricle_fraction", 0.85), (0, "brain_volume", 0.9)):
+        corr = conditioning[name]["correlation"]
+        rows.append(
+            row(
+                f"{name}: asked vs measured correlation",
+                f"{corr:.3f}",
+                f">= {wanted}",
+                corr >= wanted,
+            )
+        )
+        ratio = unguided[:, k].mean() / trained_mean[k]
+        rows.append(
+            row(
+                f"{name}: unconditional mean / training",
+                f"{ratio:.3f}",
+                "0.90-1.10",
+                0.9 <= ratio <= 1.1,
+            )
+        )
+    outside = artefacts["outside_brain_synthetic"]
+    spike = artefacts["grid_spikes_synthetic"]["2"]
+    rows += [
+        row(
+            "samples with a region outside the brain",
+            f"{outside} of {report['n_synthetic']}",
+            "0",
+            outside == 0,
+        ),
+        row("spectral spike at period 2", f"{spike:.3f}", "<= 1.15", spike <= 1.15),
+        row("seconds per volume (batch 4)", f"{seconds:.2f}", "<= 5", seconds <= 5),
+    ]
+    return rows
+
+
+def conditioning_check(ldm, covariates, args, sampling, per_axis=4, per_request=2):
     """Requested vs measured covariates over a grid of requests."""
     from dipy_ext.metrics.covariates import COVARIATES, measure_covariates
 
@@ -357,7 +473,9 @@ def conditioning_check(ldm, covariates, args, per_axis=4, per_request=2):
     axes = [np.linspace(lo, hi, per_axis) for lo, hi in zip(low, high)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
     requests = np.repeat(grid, per_request, axis=0).astype(np.float32)
-    samples = ldm.predict(len(requests), conditions=requests, seed=777, batch_size=4)
+    samples = ldm.predict(
+        len(requests), conditions=requests, seed=777, batch_size=4, **sampling
+    )
     measured = measure_covariates(samples, args.voxel_size)
     out = {"requests": requests.tolist(), "measured": measured.tolist()}
     for k, name in enumerate(COVARIATES):
@@ -408,7 +526,16 @@ def main(argv=None):
         if stage == "vqvae":
             vq = train_vqvae(args, out, record, train, heldout, grid)
         elif stage == "ldm":
-            ldm = train_ldm(args, out, record, vq, train, train_cov)
+            ldm = train_ldm(
+                args,
+                out,
+                record,
+                vq,
+                train,
+                train_cov,
+                heldout,
+                covariates[args.n_train :],
+            )
         elif stage == "eval":
             evaluate(args, out, record, ldm, train, heldout, train_cov)
         print(f"stage {stage}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)

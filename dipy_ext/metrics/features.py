@@ -7,6 +7,9 @@ vector, a Keras model file, or one of two defaults that need no download:
 * ``"stats"``: a fixed set of intensity, texture and shape features
   (histogram of brain intensities, percentiles, gradient statistics, brain
   size and position, a 4^3 thumbnail);
+* ``"spectrum"``: the log radially averaged power spectrum of the volume
+  in 24 shells (what blur removes and grids add), a view the hand-made
+  features see only through gradient statistics;
 * a dipy_ext model file (VQVAE3D or LatentDiffusion3D ``.npz``): the
   pre-quantisation VQ-VAE encoder output, pooled (per-channel mean and
   standard deviation, plus a 2^3 spatial average).
@@ -51,6 +54,16 @@ def stats_features(volume):
             thumb.ravel(),
         ]
     )
+
+
+def spectrum_features(volume, *, shells=24):
+    """log10 radial power spectrum of one volume in ``shells`` shells."""
+    from dipy_ext.metrics.spectrum import radial_power_spectrum
+
+    v = np.asarray(volume, dtype=np.float64)
+    # shells of equal width from 0 to the corner of the spectrum
+    _, power = radial_power_spectrum(v, bin_width=np.sqrt(3) / 2 / (shells - 0.5))
+    return np.log10(np.maximum(power, 1e-30))
 
 
 def _pool(v, n):
@@ -103,19 +116,22 @@ def get_feature_extractor(spec="stats"):
     Parameters
     ----------
     spec : str, Path or callable
-        ``"stats"``; a dipy_ext model file (VQ-VAE features); a Keras model
-        file (``.keras`` / ``.h5``, mapping a batch ``(N, X, Y, Z, 1)`` to
-        ``(N, F)``); or a callable volume -> vector.
+        ``"stats"``, ``"spectrum"``; a dipy_ext model file (VQ-VAE
+        features); a Keras model file (``.keras`` / ``.h5``, mapping a
+        batch ``(N, X, Y, Z, 1)`` to ``(N, F)``); or a callable volume ->
+        vector.
     """
     if callable(spec):
         return FeatureExtractor(spec, getattr(spec, "__name__", "custom"))
     if spec == "stats":
         return FeatureExtractor(stats_features, "stats")
+    if spec == "spectrum":
+        return FeatureExtractor(spectrum_features, "spectrum")
     path = Path(spec)
     if not path.is_file():
         raise ValueError(
-            f"features should be 'stats', a model file or a callable; '{spec}' is "
-            "none of these"
+            "features should be 'stats', 'spectrum', a model file or a "
+            f"callable; '{spec}' is none of these"
         )
     if path.suffix in (".keras", ".h5"):
         import keras

@@ -6,7 +6,9 @@ import numpy as np
 
 from dipy_ext.metrics import sets
 from dipy_ext.metrics.features import get_feature_extractor
+from dipy_ext.metrics.outside import volumes_with_outside_components
 from dipy_ext.metrics.sharpness import sharpness_ratio
+from dipy_ext.metrics.spectrum import grid_spikes, spectrum_distance
 from dipy_ext.metrics.tissue import tissue_distribution_distance, tissue_fractions
 
 
@@ -87,6 +89,9 @@ def evaluate_synthesis(
         t0 = time.perf_counter()
         report["tissue"] = _tissue(real, synthetic)
         timings["tissue_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report["artefacts"] = _artefacts(real, synthetic, seed)
+    timings["artefacts_s"] = time.perf_counter() - t0
     report["timings"] = timings
     return report
 
@@ -106,6 +111,23 @@ def _checked_sets(real, synthetic):
             f"{synthetic.shape[1:]} are on different grids"
         )
     return real, synthetic
+
+
+def _artefacts(real, synthetic, seed):
+    """Grids, regions outside the brain and the power spectrum, and a
+    classifier test on spectra: a second view beside the hand-made
+    features, which see texture only through gradient statistics."""
+    spectra = get_feature_extractor("spectrum")
+    return {
+        "grid_spikes_real": grid_spikes(real),
+        "grid_spikes_synthetic": grid_spikes(synthetic),
+        "outside_brain_real": volumes_with_outside_components(real),
+        "outside_brain_synthetic": volumes_with_outside_components(synthetic),
+        "spectrum_distance": spectrum_distance(real, synthetic),
+        "classifier_two_sample_test_spectrum": sets.classifier_two_sample_test(
+            spectra(real), spectra(synthetic), seed=seed
+        ),
+    }
 
 
 def _memorization(synthetic, training, mask, factor):

@@ -43,7 +43,7 @@ def _block_mean(v, factor):
 
 
 def tissue_distribution_distance(real_fractions, fake_fractions):
-    """Per-tissue 1-Wasserstein distance and mean difference between two sets.
+    """Per-tissue 1-Wasserstein distance, means and spreads of two sets.
 
     Arguments are ``(N, 3)`` arrays of fractions (CSF, GM, WM).
     """
@@ -54,6 +54,8 @@ def tissue_distribution_distance(real_fractions, fake_fractions):
         out[name] = {
             "real_mean": float(real[:, k].mean()),
             "synthetic_mean": float(fake[:, k].mean()),
+            "real_std": float(real[:, k].std()),
+            "synthetic_std": float(fake[:, k].std()),
             "wasserstein": float(stats.wasserstein_distance(real[:, k], fake[:, k])),
         }
     return out

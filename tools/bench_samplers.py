@@ -5,7 +5,9 @@ file (default: the embedded default model) and compares them with held-out
 real volumes: diversity (mean pairwise MS-SSIM, real alongside), Fréchet
 distance and classifier two-sample accuracy in the "stats" feature space,
 and wall-clock seconds per volume (sampling the latents and decoding them,
-each timed, batch 4).
+each timed, batch 4); the classifier test on power spectra, the grid
+spike at period 2, how many samples have a region outside the brain, and
+the samples' mean ventricle fraction (the real volumes' printed first).
 
 The real volumes are ``--cohort`` (an .npy of volumes on the model grid,
 from ``--first`` on), or else the held-out part of the default model's
@@ -13,7 +15,7 @@ training cohort (``tools/train_default_model.py`` with its default
 settings), rebuilt here and cached.
 
     python tools/bench_samplers.py
-    python tools/bench_samplers.py --settings ddim:100:1 dpm_solver:25 dpm_solver:15
+    python tools/bench_samplers.py --settings ddim:100:1 dpm_solver:25 ddim:50:1:2
     python tools/bench_samplers.py \
         --model scratch/default_model_v2/dipy_ext_default_ldm.npz \
         --cohort scratch/default_model_v2/cohort.npy --first 360
@@ -36,7 +38,7 @@ def parse(argv=None):
         "--settings",
         nargs="+",
         default=["ddim:100:1", "dpm_solver:25", "dpm_solver:15", "ddim:25:0"],
-        help="sampler:steps[:eta]",
+        help="sampler:steps[:eta[:guidance]]",
     )
     p.add_argument("--cohort", help=".npy of real volumes on the model grid")
     p.add_argument("--first", type=int, default=0, help="first held-out volume")
@@ -89,21 +91,25 @@ def main(argv=None):
     import dipy_ext.nn._backend  # noqa: F401, I001 - oneDNN on before keras
     from dipy_ext.data.default import default_model_path
     from dipy_ext.metrics import evaluate_synthesis
+    from dipy_ext.metrics.covariates import measure_covariates
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
     model = LatentDiffusion3D.load(args.model or default_model_path())
     real = real_volumes(args)
     model.predict(1, num_inference_steps=2, progress=False)  # trace once
+    ventricles = measure_covariates(real, model.vqvae.voxel_size)[:, 1].mean()
+    print(f"real volumes: {len(real)}, ventricle fraction mean {ventricles:.4f}")
     rows = []
     for setting in args.settings:
-        name, steps, *eta = setting.split(":")
-        eta = float(eta[0]) if eta else 0.0
+        name, steps, *rest = setting.split(":")
+        eta, guidance = [float(x) for x in rest] + [0.0, 1.0][len(rest) :]
         samples, sampling, decoding = timed_synthesis(
             model,
             args.n,
             sampler=name,
             num_inference_steps=int(steps),
             eta=eta,
+            guidance_scale=guidance,
             seed=args.seed,
         )
         seconds = sampling + decoding
@@ -121,6 +127,14 @@ def main(argv=None):
                 "precision": report["prdc"]["precision"],
                 "recall": report["prdc"]["recall"],
                 "sharpness_ratio": report["sharpness_ratio"],
+                "c2st_spectrum": report["artefacts"][
+                    "classifier_two_sample_test_spectrum"
+                ]["accuracy"],
+                "spike_2": report["artefacts"]["grid_spikes_synthetic"]["2"],
+                "outside_brain": report["artefacts"]["outside_brain_synthetic"],
+                "ventricle_fraction_mean": float(
+                    measure_covariates(samples, model.vqvae.voxel_size)[:, 1].mean()
+                ),
             }
         )
         r = rows[-1]
@@ -128,8 +142,10 @@ def main(argv=None):
             f"{setting:16s} {seconds:6.2f} s/volume (sampling {sampling:.2f}, "
             f"decoding {decoding:.2f})  diversity {r['diversity']:.3f} "
             f"(real {r['diversity_real']:.3f})  Frechet {r['frechet']:.3f}  "
-            f"C2ST {r['c2st']:.2f}  precision {r['precision']:.2f} recall "
-            f"{r['recall']:.2f}  sharpness {r['sharpness_ratio']:.3f}",
+            f"C2ST {r['c2st']:.2f} (spectrum {r['c2st_spectrum']:.2f})  precision "
+            f"{r['precision']:.2f} recall {r['recall']:.2f}  sharpness "
+            f"{r['sharpness_ratio']:.3f}  spike {r['spike_2']:.2f}  outside "
+            f"{r['outside_brain']}  ventricles {r['ventricle_fraction_mean']:.4f}",
             flush=True,
         )
     if args.json:

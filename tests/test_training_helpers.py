@@ -70,3 +70,21 @@ def test_learning_rate_schedule_warms_up_then_decays():
 def test_keras_verbosity():
     assert keras_verbosity(False) == 0
     assert keras_verbosity(True) in (1, 2)
+
+
+def test_half_precision_keeps_what_float16_cannot_hold(tmp_path):
+    """A counter past 65504 (a quantizer's code usage) would become inf in
+    float16: it is stored as float32, the weights as float16."""
+    from dipy_ext.nn.model_file import load_model_file, save_model_file
+
+    weights = {"net": [np.full(3, 0.5, np.float32), np.array([1e6, 1.0], np.float32)]}
+    path = save_model_file(
+        tmp_path / "m.npz", kind="test", meta={}, weights=weights, half_precision=True
+    )
+    _, loaded = load_model_file(path, kind="test")
+    small, counter = (np.asarray(a) for a in loaded["net"])
+    npt.assert_array_equal(small, weights["net"][0])
+    npt.assert_array_equal(counter, weights["net"][1])
+    with np.load(path) as raw:
+        assert raw["net/0000"].dtype == np.float16
+        assert raw["net/0001"].dtype == np.float32

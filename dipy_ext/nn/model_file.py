@@ -50,12 +50,18 @@ def save_model_file(path, *, kind, meta, weights, half_precision=False):
     for group, arrays in weights.items():
         for i, array in enumerate(arrays):
             array = np.asarray(array)
-            if half_precision and array.dtype == np.float32:
+            if half_precision and array.dtype == np.float32 and _fits_half(array):
                 array = array.astype(np.float16)
             payload[f"{group}/{i:04d}"] = array
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **payload)
     return path
+
+
+def _fits_half(array):
+    """Whether float16 holds every value (a counter, such as a quantizer's
+    code usage, can pass 65504 and would become inf: it stays float32)."""
+    return not array.size or np.abs(array).max() <= np.finfo(np.float16).max
 
 
 def load_model_file(path, *, kind):

@@ -145,19 +145,20 @@ def _fingerprint(x):
         pytest.param("ddpm", 1, {"sampler": "ddpm"}, marks=pytest.mark.slow),
     ],
 )
-def test_v2_model_samples_as_before_the_sampling_loop_moved(name, n, settings):
+def test_shipped_model_samples_as_before_the_sampling_loop_moved(name, n, settings):
     """Issue 20: one generic loop (inferer.run_sampler) gives the latents the
-    model's own loop gave, bit for bit (fingerprints taken before the move
-    from the default model v2, kept in tests/data; batch size 1 so each
-    sampler restarts its state between samples)."""
+    model's own loop gave, bit for bit (fingerprints taken before the move,
+    batch size 1 so each sampler restarts its state between samples)."""
     import json
     from pathlib import Path
 
     pytest.importorskip("keras")
+    from dipy_ext.data.default import default_model_path
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
-    data = Path(__file__).parent / "data"
-    expected = json.loads((data / "sampler_fingerprints.json").read_text())[name]
-    ldm = LatentDiffusion3D.load(data / "default_model_v2.npz")
+    expected = json.loads(
+        (Path(__file__).parent / "data" / "sampler_fingerprints.json").read_text()
+    )[name]
+    ldm = LatentDiffusion3D.load(default_model_path())
     latents = ldm.sample_latents(n, seed=7, batch_size=1, progress=False, **settings)
     assert _fingerprint(latents) == expected

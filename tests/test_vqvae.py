@@ -306,18 +306,15 @@ def test_diverging_training_stops_with_one_line(tmp_path):
         vq.fit(x, epochs=2, batch_size=2, checkpoint_dir=tmp_path / "ckpt")
 
 
-def test_v2_model_file_gives_the_outputs_it_gave_before_the_quantizer_seam():
+def test_shipped_model_file_gives_the_outputs_it_gave_before_the_quantizer_seam():
     """Model files made before quantizers were objects (no "quantizer" or
-    "output_stage" in their config; the default model v2, kept in
-    tests/data) load as EMA VQ with a sub-pixel output and give the same
-    codes and decoder output as the code before the seam (numbers taken
-    with that code, commit 46476f5)."""
-    from pathlib import Path
-
+    "output_stage" in their config) load as EMA VQ with a sub-pixel output
+    and give the same codes and decoder output as the code before the seam
+    (numbers taken with that code, commit 46476f5)."""
+    from dipy_ext.data.default import default_model_path
     from dipy_ext.nn.diffusion import LatentDiffusion3D
 
-    v2 = Path(__file__).parent / "data" / "default_model_v2.npz"
-    vq = LatentDiffusion3D.load(v2).vqvae
+    vq = LatentDiffusion3D.load(default_model_path()).vqvae
     assert vq.quantizer.kind == "vq" and vq.output_stage == "subpixel"
     latents = vq.random_latents(1, seed=3)
     raw = np.asarray(vq.decoder.predict(latents, verbose=0))[0, ..., 0]

@@ -45,18 +45,15 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def ventricle_measures(volumes, voxel_size, depth_mm=15.0):
+def ventricle_measures(volumes, voxel_size):
     """Per volume: the fraction at each threshold and the deep dark voxels'
-    mean intensity over the 95th percentile (at threshold 0.5)."""
-    from scipy import ndimage
-
-    from dipy_ext.preprocessing import brain_mask
+    mean intensity over the 95th percentile (at threshold 0.5), on the
+    regions the covariates measure."""
+    from dipy_ext.metrics.covariates import deep_brain
 
     rows = []
     for volume in np.asarray(volumes, np.float32):
-        mask = brain_mask(volume, threshold=0.05)
-        deep = ndimage.distance_transform_edt(mask, sampling=voxel_size) > depth_mm
-        p95 = np.percentile(volume[mask], 95)
+        mask, deep, p95 = deep_brain(volume, voxel_size)
         fractions = [(deep & (volume < t * p95)).sum() / mask.sum() for t in THRESHOLDS]
         dark = deep & (volume < 0.5 * p95)
         contrast = volume[dark].mean() / p95 if dark.any() else np.nan

@@ -316,7 +316,7 @@ def train_ldm(args, out, record, vq, train, covariates, heldout, heldout_cov):
     return ldm
 
 
-def evaluate(args, out, record, ldm, train, heldout, covariates):
+def evaluate(args, out, record, ldm, train, heldout, covariates, heldout_cov):
     """Stage 4: realism, reconstruction and conditioning, into the record,
     with the settings of the command line (``--sampler``, ``--steps``,
     ``--eta``, ``--guidance``)."""
@@ -343,7 +343,7 @@ def evaluate(args, out, record, ldm, train, heldout, covariates):
     )
     # whether the autoencoder keeps the covariates the samples should follow
     report["reconstruction"]["covariates"] = {
-        "real": measure_covariates(heldout[:20], args.voxel_size).tolist(),
+        "real": heldout_cov[:20].tolist(),
         "reconstructed": measure_covariates(reconstructions, args.voxel_size).tolist(),
     }
     summary = summary_table(report, covariates, seconds)
@@ -516,10 +516,10 @@ def main(argv=None):
     if args.stop_after == "cohort":
         return
     train, heldout = volumes[: args.n_train], volumes[args.n_train :]
-    train_cov = covariates[: args.n_train]
+    train_cov, heldout_cov = covariates[: args.n_train], covariates[args.n_train :]
     if args.eval_only:
         ldm = LatentDiffusion3D.load(out / DEFAULT_MODEL_NAME)
-        evaluate(args, out, record, ldm, train, heldout, train_cov)
+        evaluate(args, out, record, ldm, train, heldout, train_cov, heldout_cov)
         return
     for stage in STAGES[1:]:
         t0 = time.perf_counter()
@@ -534,10 +534,10 @@ def main(argv=None):
                 train,
                 train_cov,
                 heldout,
-                covariates[args.n_train :],
+                heldout_cov,
             )
         elif stage == "eval":
-            evaluate(args, out, record, ldm, train, heldout, train_cov)
+            evaluate(args, out, record, ldm, train, heldout, train_cov, heldout_cov)
         print(f"stage {stage}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         if stage == args.stop_after:
             break

@@ -48,9 +48,18 @@ def measure_covariates(volumes, voxel_size, *, depth_mm=15.0, threshold=0.05):
     vox = np.broadcast_to(np.asarray(voxel_size, dtype=float), (3,))
     out = np.empty((len(v), 2), np.float32)
     for i, volume in enumerate(v):
-        mask = brain_mask(volume, threshold=threshold)
-        depth = ndimage.distance_transform_edt(mask, sampling=vox)
-        dark = volume < 0.5 * np.percentile(volume[mask], 95)
+        mask, deep, p95 = deep_brain(
+            volume, vox, depth_mm=depth_mm, threshold=threshold
+        )
         out[i, 0] = mask.sum() * np.prod(vox) / 1000.0
-        out[i, 1] = (dark & (depth > depth_mm)).sum() / mask.sum()
+        out[i, 1] = (deep & (volume < 0.5 * p95)).sum() / mask.sum()
     return out[0] if single else out
+
+
+def deep_brain(volume, voxel_size, *, depth_mm=15.0, threshold=0.05):
+    """What the ventricle fraction is measured on: the brain mask, its
+    voxels deeper than ``depth_mm`` below the surface, and the brain's
+    95th intensity percentile (CSF-dark is below half of it)."""
+    mask = brain_mask(volume, threshold=threshold)
+    deep = ndimage.distance_transform_edt(mask, sampling=voxel_size) > depth_mm
+    return mask, deep, np.percentile(volume[mask], 95)
